@@ -1,0 +1,198 @@
+"""`graphmerge` command line: run, validate, viz, nodes, cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from graphmerge.errors import GraphmergeError
+
+EXIT_USER_ERROR = 2
+
+
+def _offline_env() -> None:
+    # Every model and dataset is local: never let transformers / datasets / lm-eval reach a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help="load custom node types")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_graph(p: argparse.ArgumentParser) -> None:
+    p.add_argument("graph", type=Path, help="graph YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: $GRAPHMERGE_CACHE or ./.graphmerge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphmerge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a graph (cached, resumable)")
+    _add_graph(run)
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda (auto = CUDA when present)")
+    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(run)
+
+    val = sub.add_parser("validate", help="check a graph without running it")
+    _add_graph(val)
+    _add_common(val)
+
+    viz = sub.add_parser("viz", help="draw the graph")
+    _add_graph(viz)
+    viz.add_argument("--format", choices=["dot", "mermaid", "html", "png"], default="dot")
+    viz.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout; png needs -o)")
+    _add_common(viz)
+
+    nodes = sub.add_parser("nodes", help="list node types and merge methods with their parameters")
+    _add_common(nodes)
+
+    cache = sub.add_parser("cache", help="inspect or clean the cache")
+    cache.add_argument("action", choices=["stats", "verify", "gc"])
+    cache.add_argument("--cache-dir", type=Path, default=None)
+    cache.add_argument("--max-size", default=None, help="gc: evict least recently written tensors down to SIZE")
+    cache.add_argument("--json", action="store_true")
+    _add_common(cache)
+    return parser
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from graphmerge.registry import load_plugin
+
+    for spec in args.plugin:
+        load_plugin(spec)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from graphmerge.runner import run_graph
+    from graphmerge.spec import parse_set_overrides
+
+    result = run_graph(
+        args.graph,
+        overrides=parse_set_overrides(args.set),
+        cache_dir=args.cache_dir,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    summary = result.summary()
+    s = result.stats
+    print(
+        f"done in {result.seconds:.1f}s: {s.tasks_executed} tensor tasks executed, {s.tasks_cached} cached, "
+        f"{s.tensors_read} tensors read; evaluations {s.evaluations_run} run, {s.evaluations_cached} cached"
+        + (f"; outputs: {', '.join(s.outputs)}" if s.outputs else ""),
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from graphmerge.spec import load_graph, parse_set_overrides
+
+    graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    print(f"{args.graph}: ok ({len(graph.nodes)} nodes: {' -> '.join(graph.order)})")
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from graphmerge.spec import load_graph, parse_set_overrides
+    from graphmerge.viz import render
+
+    graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    text_or_bytes = render(graph, args.format, cache_dir=args.cache_dir)
+    if args.format == "png":
+        if args.output is None:
+            raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
+        args.output.write_bytes(text_or_bytes)
+    elif args.output is not None:
+        args.output.write_text(text_or_bytes)
+    else:
+        sys.stdout.write(text_or_bytes)
+    if args.output is not None:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from graphmerge.describe import describe_all
+
+    print(describe_all())
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from graphmerge.cache import Cache, default_cache_dir
+    from graphmerge.io.save import parse_size
+
+    root = args.cache_dir or default_cache_dir()
+    if not Path(root).exists():
+        raise GraphmergeError(f"no cache at {root}", fix="run a graph first or pass --cache-dir")
+    cache = Cache(root)
+    try:
+        if args.action == "stats":
+            out = cache.stats()
+            text = (
+                f"{out['path']}: {out['tensors']} tensors ({out['tensor_bytes'] / 1e6:.1f} MB), "
+                f"{out['results']} node results, {out['file_digests']} memoised file digests"
+            )
+        elif args.action == "verify":
+            report = cache.verify()
+            out = {"checked": report.checked, "missing": list(report.missing), "corrupted": list(report.corrupted)}
+            text = f"checked {report.checked} tensors: {len(report.missing)} missing, {len(report.corrupted)} corrupted"
+            for key in report.missing:
+                text += f"\nmissing blob {key} (dropped from the index; the next run recomputes it)"
+            for key in report.corrupted:
+                text += f"\ncorrupted blob {key} (deleted; the next run recomputes it)"
+        else:
+            out = cache.gc(parse_size(args.max_size) if args.max_size else None)
+            text = (
+                f"removed {out['stray_files_removed']} stray files, evicted {out['tensors_evicted']} tensors, "
+                f"freed {out['bytes_freed'] / 1e6:.1f} MB"
+            )
+    finally:
+        cache.close()
+    print(json.dumps(out) if args.json else text)
+    if args.action == "verify" and (out["missing"] or out["corrupted"]):
+        return 1
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline_env()
+    args = build_parser().parse_args(argv)
+    try:
+        _load_plugins(args)
+        return COMMANDS[args.command](args)
+    except GraphmergeError as exc:
+        if args.debug:
+            traceback.print_exc()
+        for line in exc.one_line().splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished work is cached; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: short by default, full with --debug
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

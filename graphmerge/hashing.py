@@ -1,0 +1,45 @@
+"""Canonical encoding and hashing of parameters, so equal recipes get equal cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import PurePath
+from typing import Any
+
+
+def canonical(obj: Any) -> Any:
+    """A JSON-compatible form in which equal values are equal: tuples become lists, keys sorted
+    at dump time, floats that are integral stay floats (1.0 != 1 as a parameter type is not a
+    recipe change we want to hide, but -0.0 and 0.0 are the same weight)."""
+    if isinstance(obj, Mapping):
+        return {str(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, float):
+        if math.isnan(obj) or math.isinf(obj):
+            return repr(obj)
+        return 0.0 if obj == 0 else obj
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, Enum):
+        return canonical(obj.value)
+    if hasattr(obj, "model_dump"):
+        return canonical(obj.model_dump(mode="json"))
+    raise TypeError(f"cannot canonicalise {type(obj).__name__} for hashing")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(*parts: Any) -> str:
+    """Hex key of the canonical encoding of `parts` (blake2b-128: collisions are not a concern)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(canonical_json(list(parts)).encode())
+    return h.hexdigest()

@@ -1,0 +1,12 @@
+"""Importing this module registers every built-in merge method (the registry imports it lazily)."""
+
+from graphmerge.methods import (  # noqa: F401
+    karcher,
+    linear,
+    model_stock,
+    nearswap,
+    passthrough,
+    sce,
+    slerp,
+    task_arithmetic,
+)

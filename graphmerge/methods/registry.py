@@ -1,0 +1,127 @@
+"""Registry of merge methods.
+
+A merge method is a pure function of float32 tensors and plain parameters. It never does I/O, never
+looks at the cache and never knows about graphs: the `merge` node resolves per-tensor parameters
+(filters, gradients over depth, seeds), upcasts inputs to float32 on the compute device, calls the
+method once per tensor and casts the result to the output dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+import torch
+
+from graphmerge.errors import MergeError
+
+
+class MergeFunction(Protocol):
+    def __call__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        model_params: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        generator: torch.Generator | None,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A scalar parameter of a method with its default (None = required)."""
+
+    default: Any = None
+    kind: type = float
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    version: str
+    fn: MergeFunction = field(compare=False)
+    model_params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    global_params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    base: str = "optional"  # "required" | "optional" | "none"
+    stochastic: bool = False
+    min_models: int = 1
+    max_models: int | None = None
+    doc: str = ""
+
+
+_METHODS: dict[str, MergeMethod] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def merge_method(
+    name: str,
+    *,
+    version: str,
+    model_params: Mapping[str, ParamSpec] | None = None,
+    global_params: Mapping[str, ParamSpec] | None = None,
+    base: str = "optional",
+    stochastic: bool = False,
+    min_models: int = 1,
+    max_models: int | None = None,
+) -> Callable[[MergeFunction], MergeFunction]:
+    """Register `fn` as merge method `name`. Bump `version` whenever the numbers it returns change:
+    the version is part of every cache key the method produces."""
+
+    if base not in ("required", "optional", "none"):
+        raise ValueError(f"base must be required|optional|none, not {base!r}")
+
+    def register(fn: MergeFunction) -> MergeFunction:
+        if name in _METHODS and _METHODS[name].fn is not fn:
+            raise ValueError(f"merge method {name!r} is registered twice")
+        _METHODS[name] = MergeMethod(
+            name=name,
+            version=version,
+            fn=fn,
+            model_params=dict(model_params or {}),
+            global_params=dict(global_params or {}),
+            base=base,
+            stochastic=stochastic,
+            min_models=min_models,
+            max_models=max_models,
+            doc=(fn.__doc__ or "").strip().split("\n")[0],
+        )
+        return fn
+
+    return register
+
+
+def _load_builtin_and_plugins() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    import graphmerge.methods.builtin  # noqa: F401  (registers the built-in methods)
+
+    for ep in entry_points(group="graphmerge.methods"):
+        ep.load()
+
+
+def get_method(name: str) -> MergeMethod:
+    _load_builtin_and_plugins()
+    try:
+        return _METHODS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, _METHODS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known methods: {', '.join(sorted(_METHODS))}"
+        raise MergeError(f"unknown merge method {name!r}", fix=hint) from None
+
+
+def all_methods() -> dict[str, MergeMethod]:
+    _load_builtin_and_plugins()
+    return dict(sorted(_METHODS.items()))

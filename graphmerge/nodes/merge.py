@@ -1,0 +1,185 @@
+"""The `merge` node: one merge method applied tensor by tensor across models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from graphmerge.errors import MergeError, ModelError
+from graphmerge.hashing import digest
+from graphmerge.methods import get_method
+from graphmerge.methods.registry import MergeMethod, ParamSpec
+from graphmerge.nodes.parameters import depth_position, resolve_params
+from graphmerge.params import NodeParams
+from graphmerge.plan import Model, TensorTask, make_task
+from graphmerge.registry import node, tensor_op
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class MergeSpec(NodeParams):
+    method: str = Field(description="merge method name (graphmerge nodes lists them)")
+    base: str | None = Field(None, description="base model node (task vectors are taken against it)")
+    models: dict[str, dict[str, Any] | None] = Field(description="model node -> per-model parameters")
+    params: dict[str, Any] = Field(default_factory=dict, description="global method parameters")
+    dtype: DType | None = Field(None, description="output dtype (default: the base's or first model's)")
+    seed: int | None = Field(None, description="seed for stochastic methods (default: the graph's seed)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        try:
+            get_method(value)
+        except MergeError as exc:
+            raise ValueError(exc.one_line()) from None
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("at least one model is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _known_params(self) -> MergeSpec:
+        method = get_method(self.method)
+        for ref, values in self.models.items():
+            for key in values or {}:
+                if key not in method.model_params:
+                    known = ", ".join(method.model_params) or "none"
+                    raise ValueError(f"models.{ref}: method {self.method} has no per-model parameter '{key}' (known: {known})")
+        for key in self.params:
+            if key not in method.global_params:
+                known = ", ".join(method.global_params) or "none"
+                raise ValueError(f"params: method {self.method} has no global parameter '{key}' (known: {known})")
+        if method.base == "required" and self.base is None:
+            raise ValueError(f"method {self.method} needs a `base` model")
+        if method.base == "none" and self.base is not None:
+            raise ValueError(f"method {self.method} takes no `base`; list every model under `models`")
+        n = len([r for r in self.models if r != self.base])
+        if n < method.min_models or (method.max_models is not None and n > method.max_models):
+            most = method.max_models if method.max_models is not None else "any number of"
+            raise ValueError(f"method {self.method} takes {method.min_models} to {most} models besides the base, got {n}")
+        return self
+
+    def refs(self) -> list[str]:
+        refs = [self.base] if self.base else []
+        return refs + [r for r in self.models if r != self.base]
+
+
+@tensor_op("merge", version="1")
+def merge_tensor(
+    *tensors: torch.Tensor,
+    method: str,
+    method_version: str,
+    model_params: list[dict[str, Any]],
+    params: dict[str, Any],
+    has_base: bool,
+    seed: int,
+    out_dtype: str,
+) -> torch.Tensor:
+    m = get_method(method)
+    as_float = [t.to(torch.float32) for t in tensors]
+    base = as_float[0] if has_base else None
+    models = as_float[1:] if has_base else as_float
+    generator = None
+    if m.stochastic:
+        generator = torch.Generator(device=models[0].device)
+        generator.manual_seed(seed)
+    out = m.fn(models, base, model_params, params, generator)
+    return out.to(getattr(torch, out_dtype))
+
+
+def _fill(specs: Mapping[str, ParamSpec], given: dict[str, Any], where: str) -> dict[str, Any]:
+    out = {}
+    for key, spec in specs.items():
+        value = given.get(key, spec.default)
+        if value is None:
+            raise MergeError(f"parameter '{key}' has no value", where=where, fix=f"set `{key}` (it has no default)")
+        if spec.kind in (float, int) and not isinstance(value, bool):
+            if not isinstance(value, (int, float)):
+                raise MergeError(f"parameter '{key}' must be a number, got {value!r}", where=where)
+            if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
+                raise MergeError(
+                    f"parameter '{key}'={value} is outside [{spec.minimum}, {spec.maximum}]", where=where
+                )
+            value = spec.kind(value)
+        out[key] = value
+    return out
+
+
+def plan_merge(
+    spec: MergeSpec,
+    models: Mapping[str, Model],
+    *,
+    graph_seed: int,
+    where: str,
+    names: list[str] | None = None,
+) -> dict[str, TensorTask]:
+    """Tasks that merge each tensor named in `names` (default: all of the reference model's)."""
+    method: MergeMethod = get_method(spec.method)
+    base_ref = spec.base
+    model_refs = [r for r in spec.models if r != base_ref]
+    reference = models[base_ref] if base_ref else models[model_refs[0]]
+    layout = reference.layout
+    seed = spec.seed if spec.seed is not None else graph_seed
+    out: dict[str, TensorTask] = {}
+    for name in names if names is not None else list(reference.tensors):
+        where_t = f"{where}: tensor {name}"
+        inputs: list[TensorTask] = []
+        for ref in ([base_ref] if base_ref else []) + model_refs:
+            task = models[ref].tensors.get(name)
+            if task is None:
+                raise ModelError(
+                    f"tensor {name} is missing from model '{ref}'",
+                    where=where,
+                    fix="merge models of the same architecture, or align their tokenizers first",
+                )
+            inputs.append(task)
+        shapes = {ref: t.shape for ref, t in zip(([base_ref] if base_ref else []) + model_refs, inputs)}
+        if len({s for s in shapes.values() if s is not None}) > 1:
+            listed = ", ".join(f"{r}: {list(s) if s else '?'}" for r, s in shapes.items())
+            raise ModelError(
+                f"tensor {name} has different shapes across models ({listed})",
+                where=where,
+                fix="use align_tokenizer for vocabulary differences; other shapes cannot be merged",
+            )
+        layer = layout.layer_of(name)
+        position = depth_position(layer, layout.num_layers, "embed" if layout.role(name) == "embedding" else "other")
+        per_model = [
+            _fill(method.model_params, resolve_params(spec.models[ref] or {}, name, position, f"models.{ref}"), where_t)
+            for ref in model_refs
+        ]
+        global_params = _fill(method.global_params, resolve_params(spec.params, name, position, "params"), where_t)
+        dtype = spec.dtype or inputs[0].dtype or "float32"
+        out[name] = make_task(
+            "merge",
+            inputs,
+            shape=inputs[0].shape,
+            dtype=dtype,
+            method=method.name,
+            method_version=method.version,
+            model_params=per_model,
+            params=global_params,
+            has_base=base_ref is not None,
+            seed=int(digest(seed, name)[:8], 16) if method.stochastic else 0,
+            out_dtype=dtype,
+        )
+    return out
+
+
+def describe(spec: MergeSpec) -> str:
+    return f"{spec.method}({', '.join(spec.refs())})"
+
+
+@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.refs())
+def merge_node(ctx, params: MergeSpec, inputs: Mapping[str, Model]) -> Model:
+    """Merge models tensor by tensor with a registered merge method."""
+    tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")
+    reference = inputs[params.refs()[0]]
+    provenance = tuple(dict.fromkeys(p for ref in params.refs() for p in inputs[ref].provenance))
+    return reference.with_tensors(tasks, provenance=(*provenance, describe(params)))

@@ -1,0 +1,171 @@
+"""`slice` and `prune`: new layer stacks from layer ranges of one or more models.
+
+Only renaming happens here: a copied layer's tensors are the very same tasks as in the source
+(no tensor is recomputed or stored twice); merged slices and scaled layers add tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+
+from graphmerge.errors import ModelError
+from graphmerge.io.layout import config_with_layers
+from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
+from graphmerge.params import NodeParams
+from graphmerge.plan import Model, TensorTask, make_task
+from graphmerge.registry import node, tensor_op
+
+
+@tensor_op("fold_scale", version="1")
+def fold_scale(x: torch.Tensor, *, scale: float, offset: float) -> torch.Tensor:
+    # See graphmerge.io.layout.fold_layer_scale for what a layer scale means and why this is exact.
+    return (x.to(torch.float32) * scale + (scale - 1.0) * offset).to(x.dtype)
+
+
+class SliceEntry(NodeParams):
+    model: str | None = Field(None, description="copy layers from this model")
+    merge: MergeSpec | None = Field(None, description="or merge these layers of several models")
+    layers: tuple[int, int] = Field(description="[start, end): source layer range, end exclusive")
+    scale: float = Field(1.0, description="multiplies each layer's residual-branch outputs (folded into weights)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SliceEntry:
+        if (self.model is None) == (self.merge is None):
+            raise ValueError("a slice takes exactly one of `model` or `merge`")
+        if self.layers[0] >= self.layers[1] or self.layers[0] < 0:
+            raise ValueError(f"layers {list(self.layers)} is empty or negative (write [start, end) with start < end)")
+        return self
+
+    def refs(self) -> list[str]:
+        return [self.model] if self.model else self.merge.refs()  # type: ignore[union-attr]
+
+
+class SliceParams(NodeParams):
+    slices: list[SliceEntry] = Field(min_length=1, description="output layers, in order")
+    embed_from: str | None = Field(
+        None, description="model giving embeddings, final norm and head (default: the first slice's model)"
+    )
+
+    def refs(self) -> list[str]:
+        refs = [self.embed_from] if self.embed_from else []
+        for s in self.slices:
+            refs += s.refs()
+        return list(dict.fromkeys(refs))
+
+
+def _scaled(task: TensorTask, name: str, model: Model, scale: float) -> TensorTask:
+    layout = model.layout
+    if scale == 1.0 or not layout.is_residual_output(name):
+        return task
+    offset = layout.norm_offset if layout.post_branch_norms else 0.0
+    return make_task("fold_scale", [task], shape=task.shape, dtype=task.dtype, scale=float(scale), offset=float(offset))
+
+
+def stack_layers(
+    reference: Model,
+    layers: list[tuple[Model, int, Mapping[str, TensorTask]]],
+    provenance: str,
+) -> Model:
+    """A model with `reference`'s non-layer tensors and the given layers, in order. Each layer is
+    (source model, source layer index, source tensor name -> task)."""
+    ref_layout = reference.layout
+    if not layers:
+        raise ModelError("the result would have no layers", fix="keep at least one layer")
+    out: dict[str, TensorTask] = {}
+    placed = False
+    for name, task in reference.tensors.items():
+        if ref_layout.layer_of(name) is None:
+            out[name] = task
+            continue
+        if placed:
+            continue
+        placed = True
+        for new_index, (source, _src_index, tensors) in enumerate(layers):
+            src_layout = source.layout
+            for src_name, src_task in tensors.items():
+                new_name = f"{ref_layout.layer_prefix}{new_index}.{src_layout.layer_suffix(src_name)}"
+                if new_name in out:
+                    raise ModelError(f"tensor {new_name} would be written twice")
+                out[new_name] = src_task
+    config = config_with_layers(dict(reference.config), len(layers), [src for _, src, _ in layers])
+    return Model(
+        config=config,
+        tensors=out,
+        tokenizer_dir=reference.tokenizer_dir,
+        tokenizer_key=reference.tokenizer_key,
+        provenance=(*reference.provenance, provenance),
+    )
+
+
+def _check_range(model: Model, ref: str, layers: tuple[int, int]) -> None:
+    n = model.layout.num_layers
+    if layers[1] > n:
+        raise ModelError(
+            f"layer range [{layers[0]}, {layers[1]}) is out of bounds for model '{ref}' with {n} layers",
+            fix=f"use layers within [0, {n})",
+        )
+
+
+@node("slice", version="1", params=SliceParams, inputs=lambda p: p.refs())
+def slice_node(ctx, params: SliceParams, inputs: Mapping[str, Model]) -> Model:
+    """Stack layer ranges of one or more models (mergekit `slices`), with optional per-layer scales."""
+    first = params.slices[0]
+    reference = inputs[params.embed_from or first.refs()[0]]
+    layers: list[tuple[Model, int, dict[str, TensorTask]]] = []
+    described = []
+    for k, entry in enumerate(params.slices):
+        if entry.model is not None:
+            source = inputs[entry.model]
+            _check_range(source, entry.model, entry.layers)
+            for i in range(*entry.layers):
+                names = source.layout.layer_tensors(i)
+                layers.append(
+                    (source, i, {n: _scaled(source.tensors[n], n, source, entry.scale) for n in names})
+                )
+            described.append(f"{entry.model}[{entry.layers[0]}:{entry.layers[1]}]" + (f"*{entry.scale:g}" if entry.scale != 1 else ""))
+        else:
+            spec = entry.merge
+            assert spec is not None
+            refs = spec.refs()
+            for ref in refs:
+                _check_range(inputs[ref], ref, entry.layers)
+            source = inputs[refs[0]]
+            for i in range(*entry.layers):
+                names = list(source.layout.layer_tensors(i))
+                merged = plan_merge(spec, inputs, graph_seed=ctx.seed, where=f"slices[{k}]", names=names)
+                layers.append((source, i, {n: _scaled(t, n, source, entry.scale) for n, t in merged.items()}))
+            described.append(f"{describe(spec)}[{entry.layers[0]}:{entry.layers[1]}]")
+    return stack_layers(reference, layers, f"slice({', '.join(described)})")
+
+
+class PruneParams(NodeParams):
+    input: str = Field(description="the model to prune")
+    remove: list[int] | None = Field(None, description="layer indices to remove")
+    keep: list[int] | None = Field(None, description="or: layer indices to keep (in this order)")
+
+    @model_validator(mode="after")
+    def _one_list(self) -> PruneParams:
+        if (self.remove is None) == (self.keep is None):
+            raise ValueError("give exactly one of `remove` or `keep`")
+        return self
+
+
+@node("prune", version="1", params=PruneParams, inputs=["input"])
+def prune_node(ctx, params: PruneParams, inputs: Mapping[str, Any]) -> Model:
+    """Remove (or keep only) the given layers; the rest are renumbered and the config updated."""
+    model: Model = inputs[params.input]
+    n = model.layout.num_layers
+    listed = params.remove if params.remove is not None else params.keep
+    bad = [i for i in listed or [] if not 0 <= i < n]
+    if bad:
+        raise ModelError(f"layer indices {bad} are out of range for a model with {n} layers", fix=f"use 0..{n - 1}")
+    keep = [i for i in range(n) if i not in set(params.remove)] if params.remove is not None else list(params.keep or [])
+    if not keep:
+        raise ModelError(f"pruning would remove all {n} layers", fix="keep at least one layer")
+    layers = [(model, i, {name: model.tensors[name] for name in model.layout.layer_tensors(i)}) for i in keep]
+    removed = [i for i in range(n) if i not in keep]
+    return stack_layers(model, layers, f"prune(remove={removed})")

@@ -1,0 +1,125 @@
+"""The plan layer: lazy per-tensor tasks and the lazy models built from them.
+
+Model-level nodes never touch tensor data: they return a `Model` whose tensors are `TensorTask`s.
+A task's key is hash(op, op version, canonical params, keys of its inputs), so two recipes that
+agree on one tensor share that tensor's task, and a merged model's identity (its Merkle root)
+is known before anything is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from graphmerge.hashing import canonical, digest
+from graphmerge.registry import get_tensor_op
+
+
+def _freeze(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(params))
+
+
+@dataclass(frozen=True, eq=False)
+class TensorTask:
+    """One tensor computed by a registered tensor op from other tasks' tensors.
+
+    `identity` replaces `params` in the key when params carry things that are not part of the
+    result's identity (the path a source tensor is read from: the bytes' digest identifies it)."""
+
+    op: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[TensorTask, ...] = ()
+    identity: Any = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None  # e.g. "bfloat16"; known at plan time so outputs can keep it
+
+    @cached_property
+    def key(self) -> str:
+        op = get_tensor_op(self.op)
+        ident = self.identity if self.identity is not None else canonical(self.params)
+        return digest(op.name, op.version, ident, [t.key for t in self.inputs])
+
+    @property
+    def cached(self) -> bool:
+        return get_tensor_op(self.op).cached
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorTask) and other.key == self.key
+
+    def __repr__(self) -> str:
+        return f"TensorTask({self.op}, key={self.key[:10]})"
+
+
+def make_task(
+    op: str,
+    inputs: Iterable[TensorTask] = (),
+    *,
+    identity: Any = None,
+    shape: tuple[int, ...] | None = None,
+    dtype: str | None = None,
+    **params: Any,
+) -> TensorTask:
+    return TensorTask(
+        op=op, params=_freeze(params), inputs=tuple(inputs), identity=identity, shape=shape, dtype=dtype
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A lazy model: its config, its tensors as tasks (in output order), where its tokenizer
+    comes from, and a provenance list for the model card."""
+
+    config: Mapping[str, Any]
+    tensors: Mapping[str, TensorTask]
+    tokenizer_dir: Path | None = None
+    tokenizer_key: str = ""
+    provenance: tuple[str, ...] = ()
+    source_dir: Path | None = None  # the folder this model was loaded from, when unchanged
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    @cached_property
+    def key(self) -> str:
+        """Merkle root: hash of the config, the tokenizer's content and every (name, tensor key)."""
+        return digest(
+            "model", canonical(dict(self.config)), self.tokenizer_key, [[n, t.key] for n, t in self.tensors.items()]
+        )
+
+    @cached_property
+    def layout(self):  # -> graphmerge.io.layout.ModelLayout (imported lazily: io depends on transformers)
+        from graphmerge.io.layout import detect_layout
+
+        return detect_layout(dict(self.config), list(self.tensors))
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def with_tensors(self, tensors: Mapping[str, TensorTask], **changes: Any) -> Model:
+        changes.setdefault("source_dir", None)
+        return replace(self, tensors=tensors, **changes)
+
+    def map_tensors(self, op: str, *, names: Callable[[str], bool] | None = None, **params: Any) -> Model:
+        """Apply a one-input tensor op to every tensor (or those `names` selects)."""
+        out = {
+            n: (make_task(op, [t], shape=t.shape, dtype=t.dtype, **params) if names is None or names(n) else t)
+            for n, t in self.tensors.items()
+        }
+        return self.with_tensors(out, provenance=(*self.provenance, op))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)

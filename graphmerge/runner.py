@@ -1,0 +1,80 @@
+"""Running a whole graph: the glue between the CLI and the executor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graphmerge.cache import Cache, default_cache_dir
+from graphmerge.executor import RunContext, RunStats, TensorExecutor, resolve_device, run_nodes
+from graphmerge.spec import GraphSpec, load_graph
+
+
+@dataclass
+class RunResult:
+    graph: GraphSpec
+    values: dict[str, Any]
+    stats: RunStats
+    extras: dict[str, Any]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        out: dict[str, Any] = {
+            "graph": str(self.graph.file) if self.graph.file else None,
+            "tasks": {"total": s.tasks_total, "executed": s.tasks_executed, "cached": s.tasks_cached},
+            "tensors_read": s.tensors_read,
+            "evaluations": {"run": s.evaluations_run, "cached": s.evaluations_cached},
+            "nodes_cached": s.nodes_cached,
+            "outputs": s.outputs,
+            "seconds": round(self.seconds, 3),
+        }
+        out.update(self.extras)
+        return out
+
+
+def make_context(
+    graph: GraphSpec,
+    *,
+    cache_dir: Path | str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunContext:
+    cache = Cache(cache_dir or default_cache_dir())
+    stats = RunStats()
+    dev = resolve_device(device)
+    ctx = RunContext(
+        cache=cache,
+        device=dev,
+        stats=stats,
+        executor=TensorExecutor(cache, dev, stats, progress=progress),
+        graph=graph,
+        progress=progress,
+    )
+    if log is not None:
+        ctx.log = log
+    return ctx
+
+
+def run_graph(
+    path: Path | str | None = None,
+    *,
+    text: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache_dir: Path | str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    start = time.perf_counter()
+    graph = load_graph(path, text=text, overrides=overrides)
+    ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log)
+    try:
+        values = run_nodes(ctx, graph)
+    finally:
+        ctx.cache.close()
+    return RunResult(graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start)

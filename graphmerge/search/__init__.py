@@ -1,0 +1,21 @@
+"""Search library: ConfigSpace spaces from YAML dicts, a resumable SMAC ask/tell driver, reports."""
+
+from .driver import SearchInterrupted, SearchResult, SmacSettings, best_record, progress_line, run_search
+from .records import Objective, TrialOutcome, TrialRecord
+from .space import build_space, config_to_dict, substitute_params, validate_config
+
+__all__ = [
+    "Objective",
+    "SearchInterrupted",
+    "SearchResult",
+    "SmacSettings",
+    "TrialOutcome",
+    "TrialRecord",
+    "best_record",
+    "build_space",
+    "config_to_dict",
+    "progress_line",
+    "run_search",
+    "substitute_params",
+    "validate_config",
+]

@@ -1,0 +1,557 @@
+"""SMAC ask/tell loop with an append-only trial log, exact replay on resume, and optional dask parallelism.
+
+Why our own loop instead of `smac.optimize()`: SMAC's own resume reloads its runhistory but not the state of
+its random generators, so a resumed SMAC run does not continue the trajectory of an uninterrupted one, and
+SMAC prompts interactively when its output directory has a different meta. We instead always build a fresh
+SMAC (overwrite=True, throw-away temp output dir) with the same seed and *replay* the log: every time SMAC
+asks for a (config, budget) that the log already holds, we tell it the logged outcome without evaluating.
+SMAC is deterministic given its seed and the sequence of tells, so with n_workers=1 a resumed run asks exactly
+the configs the uninterrupted run asked, and its final log is identical (tests check this).
+
+Guarantees (n_workers=1):
+  * a SIGKILL loses only the trial being evaluated (each finished trial is one fsync'ed JSONL line);
+  * Ctrl-C (KeyboardInterrupt, also raised inside the objective) stops after the last finished trial and raises
+    SearchInterrupted; rerunning resumes;
+  * raising n_trials extends a finished run: the old trials replay, new ones follow as if it had never stopped
+    (the SMAC scenario's own n_trials is fixed and huge, so the initial design does not depend on n_trials);
+  * a log from a different search (space, seed, facade, budgets, eta, objectives, initial design) is refused
+    with a SpecError; a replay that diverges anyway (e.g. another SMAC version) is reported in the result
+    (`diverged`) and logged outcomes are still reused whenever their (config, budget) is asked again.
+With n_workers>1 trials are told in completion order, which depends on timing, so replay is a cache (no
+finished trial is re-evaluated if asked again) but the trajectory after resume may differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ConfigSpace import Configuration, ConfigurationSpace
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graphmerge.errors import GraphmergeError, SpecError
+
+from .pareto import non_dominated
+from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
+from .report import atomic_write_bytes, convergence_png, pareto_png, trials_csv, trials_jsonl
+from .space import config_to_dict, space_fingerprint, validate_config
+from .trial_log import LOG_NAME, TrialLog, trial_key
+
+log = logging.getLogger("graphmerge.search")
+
+# The SMAC scenario's n_trials only feeds the initial-design size cap and smac.optimize(); we stop the loop
+# ourselves. A fixed value keeps the trajectory independent of n_trials, which is what lets a run be extended.
+_SCENARIO_TRIALS = 10**9
+
+ObjectiveFn = Callable[[dict[str, Any], "int | None"], TrialOutcome]
+FeasibleFn = Callable[[dict[str, Any]], bool]
+
+
+class SearchInterrupted(GraphmergeError):
+    """The user interrupted the search; finished trials are in the log and a rerun resumes."""
+
+
+class SmacSettings(BaseModel):
+    """SMAC settings of an `optimize` node. Defaults mirror auto-merge-llm's exp_config (eta 3, budgets
+    100..1000 examples, 500 trials, no random initial points besides the explicit initial configs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    facade: Literal["hpo", "multi_fidelity", "multi_objective"] = "multi_fidelity"
+    n_trials: int = Field(500, ge=1)
+    # Budgets are numbers of evaluation examples (lm-eval `limit`). hpo evaluates every trial at max_budget
+    # (None = the full task). multi_objective uses Hyperband when min_budget < max_budget, else plain racing.
+    min_budget: int | None = Field(100, ge=1)
+    max_budget: int | None = Field(1000, ge=1)
+    eta: int = Field(3, ge=2)
+    seed: int = 0
+    n_workers: int = Field(1, ge=1)
+    scheduler_address: str | None = None  # dask scheduler; None = a LocalCluster of n_workers processes
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(name="score")], min_length=1)
+    # Random (multi-fidelity) / Sobol (hpo) initial points, on top of the explicit initial configs.
+    n_initial: int = Field(0, ge=0)
+    # "raise": an exception in the objective stops the search (finished trials stay logged; rerun resumes).
+    # "worst": the trial gets every objective's worst score and the search goes on.
+    on_error: Literal["raise", "worst"] = "raise"
+
+    @model_validator(mode="after")
+    def _check(self) -> SmacSettings:
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be unique, got {names}")
+        if self.min_budget is not None and self.max_budget is not None and self.min_budget > self.max_budget:
+            raise ValueError(f"min_budget ({self.min_budget}) must not exceed max_budget ({self.max_budget})")
+        if self.facade == "multi_fidelity" and (self.min_budget is None or self.max_budget is None):
+            raise ValueError("multi_fidelity needs min_budget and max_budget")
+        if self.facade == "multi_fidelity" and self.min_budget == self.max_budget:
+            raise ValueError("multi_fidelity needs min_budget < max_budget (use facade: hpo for one budget)")
+        if self.facade == "multi_objective" and len(self.objectives) < 2:
+            raise ValueError("multi_objective needs at least two objectives")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.facade == "multi_objective"
+
+    @property
+    def uses_budgets(self) -> bool:
+        if self.facade == "multi_fidelity":
+            return True
+        return (
+            self.facade == "multi_objective"
+            and self.min_budget is not None
+            and self.max_budget is not None
+            and self.min_budget < self.max_budget
+        )
+
+    def trajectory_fields(self) -> dict[str, Any]:
+        """Settings that change what SMAC asks; a trial log is only valid for equal values."""
+        return self.model_dump(
+            mode="json", include={"facade", "min_budget", "max_budget", "eta", "seed", "objectives", "n_initial"}
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    trials: tuple[TrialRecord, ...]
+    objectives: tuple[Objective, ...]
+    multi_objective: bool
+    best: TrialRecord | None  # best weighted score at the highest budget reached
+    pareto: tuple[TrialRecord, ...]  # multi-objective: non-dominated trials at the highest budget reached
+    replayed: int = 0
+    evaluated: int = 0
+    diverged: bool = False
+    unused_log_entries: int = 0
+    log_path: Path | None = None
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def best_config(self) -> dict[str, Any] | None:
+        return None if self.best is None else dict(self.best.config)
+
+    @property
+    def best_scores(self) -> dict[str, float] | None:
+        return None if self.best is None else dict(self.best.scores)
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """trials.jsonl, trials.csv, report.png and (multi-objective) pareto.png, each written atomically."""
+        out_dir = Path(out_dir)
+        files = {
+            "trials_jsonl": out_dir / "trials.jsonl",
+            "trials_csv": out_dir / "trials.csv",
+            "report_png": out_dir / "report.png",
+        }
+        atomic_write_bytes(files["trials_jsonl"], trials_jsonl(self.trials))
+        atomic_write_bytes(files["trials_csv"], trials_csv(self.trials, self.objectives))
+        atomic_write_bytes(files["report_png"], convergence_png(self.trials))
+        if self.multi_objective:
+            files["pareto_png"] = out_dir / "pareto.png"
+            top = _at_highest_budget(self.trials)
+            atomic_write_bytes(files["pareto_png"], pareto_png(top, self.pareto, self.objectives))
+        return files
+
+
+def _at_highest_budget(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    budgets = [r.budget for r in records if r.budget is not None]
+    if not budgets:
+        return list(records)
+    top = max(budgets)
+    return [r for r in records if r.budget == top]
+
+
+def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
+    """Incumbent: highest weighted score among feasible trials at the highest budget reached (ties: earliest)."""
+    pool = [r for r in _at_highest_budget(records) if not r.infeasible]
+    if not pool:
+        return None
+    return max(pool, key=lambda r: (r.score, -r.order))
+
+
+def progress_line(record: TrialRecord, best: TrialRecord | None, n_trials: int) -> str:
+    """One line per trial: number, budget, scores, best so far, extra (e.g. executed/cached nodes)."""
+    parts = [f"trial {record.order + 1}/{n_trials}"]
+    if record.limit is not None:
+        parts.append(f"budget {record.limit}")
+    if record.infeasible:
+        parts.append("infeasible" + (f" ({record.extra['reason']})" if "reason" in record.extra else ""))
+    else:
+        parts.append(" ".join(f"{k}={v:.4g}" for k, v in record.scores.items()) + f" (score {record.score:.4g})")
+    if best is not None:
+        parts.append(f"best {best.score:.4g} (#{best.order + 1})")
+    extra = {k: v for k, v in record.extra.items() if k != "reason" and isinstance(v, (int, float, str))}
+    if extra:
+        parts.append(" ".join(f"{k}={v}" for k, v in extra.items()))
+    parts.append("replayed" if record.replayed else f"{record.time_s:.1f}s")
+    return " | ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _make_smac(
+    space: ConfigurationSpace,
+    settings: SmacSettings,
+    output_dir: Path,
+    initial_configs: Sequence[Mapping[str, Any]],
+):
+    from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
+    from smac.multi_objective.parego import ParEGO
+
+    budgets = settings.uses_budgets
+    scenario = Scenario(
+        space,
+        name="graphmerge",
+        output_directory=output_dir,
+        deterministic=True,  # one evaluation per (config, budget): our objectives fix their own seeds
+        objectives=[o.name for o in settings.objectives] if settings.multi_objective else "cost",
+        n_trials=_SCENARIO_TRIALS,
+        seed=settings.seed,
+        min_budget=float(settings.min_budget) if budgets else None,
+        max_budget=float(settings.max_budget) if budgets else None,
+    )
+    facade = MultiFidelityFacade if budgets else HyperparameterOptimizationFacade
+    if budgets:
+        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=settings.eta)
+    else:
+        intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
+    extra_configs = [Configuration(space, values=dict(c)) for c in initial_configs]
+    n_initial = settings.n_initial
+    if n_initial == 0 and not extra_configs:
+        n_initial = 1  # SMAC needs at least one initial point to start its model
+    initial_design = facade.get_initial_design(
+        scenario, n_configs=n_initial, max_ratio=1.0, additional_configs=extra_configs
+    )
+    return facade(
+        scenario,
+        None,  # pure ask/tell: we evaluate
+        intensifier=intensifier,
+        initial_design=initial_design,
+        multi_objective_algorithm=ParEGO(scenario) if settings.multi_objective else None,
+        overwrite=True,  # never SMAC's interactive "output exists" prompt; the dir is ours and temporary
+        logging_level=False,  # do not let SMAC reconfigure the application's logging
+    )
+
+
+def _call_objective(objective: ObjectiveFn, config: dict[str, Any], limit: int | None):
+    """Runs where the trial runs (here or on a dask worker) so start/end times are the real ones."""
+    started = time.time()
+    outcome = objective(dict(config), limit)
+    finished = time.time()
+    if isinstance(outcome, Mapping):  # convenience: a bare {objective: score} dict
+        outcome = TrialOutcome(scores=dict(outcome))
+    if not isinstance(outcome, TrialOutcome):
+        raise TypeError(f"the search objective must return TrialOutcome, got {type(outcome).__name__}")
+    return outcome, started, finished
+
+
+class _Session:
+    """State of one run_search call (kept out of run_search to keep the loop readable)."""
+
+    def __init__(self, settings: SmacSettings, tlog: TrialLog, on_trial, is_feasible):
+        self.settings = settings
+        self.objectives = list(settings.objectives)
+        self.tlog = tlog
+        self.cache = tlog.cache()
+        self.logged = len(tlog.entries)
+        self.on_trial = on_trial
+        self.is_feasible = is_feasible
+        self.records: list[TrialRecord] = []
+        self.replayed = 0
+        self.evaluated = 0
+        self.diverged = False
+
+    def limit_for(self, budget: float | None) -> int | None:
+        if budget is None:
+            return self.settings.max_budget  # hpo: evaluate at max_budget (None = full task)
+        return max(1, int(round(budget)))
+
+    def lookup(self, config: dict[str, Any], budget: float | None) -> TrialRecord | None:
+        queue = self.cache.get(trial_key(config, budget))
+        if not queue:
+            if self.replayed < self.logged and not self.diverged:
+                # The log still holds trials this run has not asked for: SMAC left the logged trajectory.
+                self.diverged = True
+                log.warning(
+                    "replay diverged at trial %d: SMAC asked for a config the log does not have; logged "
+                    "outcomes will still be reused when asked again",
+                    len(self.records) + 1,
+                )
+            return None
+        entry = queue.popleft()
+        if int(entry.get("order", -1)) != len(self.records) and self.settings.n_workers == 1:
+            self.diverged = True
+        self.replayed += 1
+        rec = TrialRecord.from_json(entry, replayed=True, order=len(self.records))
+        # The weighted score is recomputed, not trusted: it must match this session's objectives exactly.
+        return _with_score(rec, self.objectives)
+
+    def infeasible_record(self, config, budget, reason: str, extra: Mapping[str, Any] | None = None):
+        outcome = TrialOutcome(scores={}, extra={"reason": reason, **(extra or {})}, infeasible=True)
+        now = time.time()
+        return self.make_record(config, budget, outcome, now, now)
+
+    def make_record(self, config, budget, outcome: TrialOutcome, started: float, finished: float) -> TrialRecord:
+        scores = resolve_scores(outcome, self.objectives)
+        return TrialRecord(
+            order=len(self.records),
+            config=config,
+            budget=budget,
+            limit=self.limit_for(budget),
+            scores=scores,
+            score=weighted_score(scores, self.objectives),
+            infeasible=outcome.infeasible,
+            time_s=float(outcome.cost_s) if outcome.cost_s else finished - started,
+            started=started,
+            finished=finished,
+            extra=dict(outcome.extra),
+        )
+
+    def tell(self, smac, info, record: TrialRecord) -> None:
+        from smac.runhistory import TrialValue
+
+        if not record.replayed:
+            self.tlog.append(record)  # log first: a crash between log and tell replays cleanly
+            self.evaluated += 1
+        value = TrialValue(
+            cost=record.costs(self.objectives, self.settings.multi_objective),
+            time=record.time_s,
+            starttime=record.started,
+            endtime=record.finished,
+        )
+        smac.tell(info, value, save=False)
+        self.records.append(record)
+        if self.on_trial is not None:
+            self.on_trial(record, best_record(self.records))
+        else:
+            log.info("%s", progress_line(record, best_record(self.records), self.settings.n_trials))
+
+    def error_record(self, config, budget, exc: BaseException) -> TrialRecord:
+        if self.settings.on_error == "raise" or isinstance(exc, GraphmergeError):
+            raise exc
+        log.warning("trial %d failed, scored as worst: %r", len(self.records) + 1, exc)
+        return self.infeasible_record(config, budget, "error", {"error": repr(exc)[:500]})
+
+
+def _with_score(rec: TrialRecord, objectives: Sequence[Objective]) -> TrialRecord:
+    missing = [o.name for o in objectives if o.name not in rec.scores]
+    if missing:
+        raise SpecError(f"a logged trial has no score for {missing}", where="trial log", fix="delete the log")
+    from dataclasses import replace
+
+    return replace(rec, score=weighted_score(rec.scores, objectives))
+
+
+def run_search(
+    space: ConfigurationSpace,
+    objective: ObjectiveFn,
+    settings: SmacSettings,
+    state_dir: Path,
+    on_trial: Callable[[TrialRecord, TrialRecord | None], None] | None = None,
+    *,
+    initial_configs: Sequence[Mapping[str, Any]] = (),
+    is_feasible: FeasibleFn | None = None,
+    write_reports: bool = True,
+) -> SearchResult:
+    """Run (or resume, or extend) a SMAC search; see the module docstring for the resume guarantees.
+
+    objective(config, limit) -> TrialOutcome is called only for trials not in the log. `is_feasible(config)`
+    False skips evaluation and scores the trial with every objective's `worst`. `on_trial(record, best)` is
+    called after every tell (also for replayed trials, `record.replayed`); without it one progress line per
+    trial goes to the `graphmerge.search` logger.
+    """
+    state_dir = Path(state_dir)
+    initial = [validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)]
+    fingerprint = _fingerprint(space, settings, initial)
+    tlog = TrialLog(
+        state_dir / LOG_NAME,
+        fingerprint,
+        {"space": space_fingerprint(space), "settings": settings.trajectory_fields(), "created": time.time()},
+    )
+    session = _Session(settings, tlog, on_trial, is_feasible)
+    smac_logger = logging.getLogger("smac")
+    if smac_logger.level == logging.NOTSET:
+        smac_logger.setLevel(logging.WARNING)  # SMAC's INFO chatter would drown our one line per trial
+
+    tmp = Path(tempfile.mkdtemp(prefix="graphmerge-smac-"))
+    client = None
+    own_client = False
+    try:
+        smac = _make_smac(space, settings, tmp / "smac", initial)
+        if settings.n_workers > 1:
+            client, own_client = _dask_client(settings)
+            _loop_parallel(smac, session, objective, client)
+        else:
+            _loop_sequential(smac, session, objective)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(
+            f"search interrupted after {len(session.records)} trials ({session.evaluated} evaluated now)",
+            where=str(tlog.path),
+            fix="finished trials are saved; rerun the same command to resume",
+        ) from None
+    finally:
+        if client is not None and own_client:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    records = session.records
+    top = _at_highest_budget(records)
+    unused = sum(len(q) for q in session.cache.values())
+    result = SearchResult(
+        trials=tuple(records),
+        objectives=tuple(settings.objectives),
+        multi_objective=settings.multi_objective,
+        best=best_record(records),
+        pareto=tuple(non_dominated(top, settings.objectives)) if settings.multi_objective else (),
+        replayed=session.replayed,
+        evaluated=session.evaluated,
+        diverged=session.diverged,
+        unused_log_entries=unused,
+        log_path=tlog.path,
+    )
+    if write_reports:
+        files = result.write(state_dir)
+        object.__setattr__(result, "files", files)  # frozen dataclass: attach paths once, after writing
+    return result
+
+
+def _fingerprint(space: ConfigurationSpace, settings: SmacSettings, initial: list[dict[str, Any]]) -> str:
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    blob = json.dumps(
+        {
+            "space": space_fingerprint(space),
+            "settings": settings.trajectory_fields(),
+            "initial": initial,
+            "smac": version("smac"),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _ask(smac):
+    try:
+        return smac.ask()
+    except StopIteration:  # SMAC ran out of configurations (tiny finite space)
+        return None
+
+
+def _prepare(session: _Session, info) -> tuple[dict[str, Any], float | None, TrialRecord | None]:
+    """Replay or infeasibility: returns a record if the trial needs no evaluation."""
+    config = config_to_dict(info.config)
+    budget = None if info.budget is None else float(info.budget)
+    rec = session.lookup(config, budget)
+    if rec is None and session.is_feasible is not None and not session.is_feasible(config):
+        rec = session.infeasible_record(config, budget, "infeasible")
+    return config, budget, rec
+
+
+def _loop_sequential(smac, session: _Session, objective: ObjectiveFn) -> None:
+    while len(session.records) < session.settings.n_trials:
+        info = _ask(smac)
+        if info is None:
+            log.warning("SMAC has no more configurations to try; stopping early")
+            return
+        config, budget, rec = _prepare(session, info)
+        if rec is None:
+            try:
+                outcome, started, finished = _call_objective(objective, config, session.limit_for(budget))
+                rec = session.make_record(config, budget, outcome, started, finished)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                rec = session.error_record(config, budget, e)
+        session.tell(smac, info, rec)
+
+
+def _dask_client(settings: SmacSettings):
+    from dask.distributed import Client, LocalCluster
+
+    if settings.scheduler_address:
+        return Client(settings.scheduler_address), True
+    cluster = LocalCluster(
+        n_workers=settings.n_workers,
+        threads_per_worker=1,  # one trial per worker process: trials hold whole models in memory
+        processes=True,
+        dashboard_address=None,
+    )
+    return Client(cluster), True
+
+
+def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> None:
+    from dask.distributed import wait
+
+    n_trials = session.settings.n_trials
+    running: dict[Any, tuple[Any, dict[str, Any], float | None]] = {}
+    asked = len(session.records)
+    exhausted = False
+    try:
+        while len(session.records) < n_trials:
+            while not exhausted and len(running) < session.settings.n_workers and asked < n_trials:
+                info = _ask(smac)
+                if info is None:
+                    exhausted = True
+                    break
+                asked += 1
+                config, budget, rec = _prepare(session, info)
+                if rec is not None:
+                    session.tell(smac, info, rec)
+                    continue
+                fut = client.submit(
+                    _call_objective, objective, config, session.limit_for(budget), pure=False
+                )
+                running[fut] = (info, config, budget)
+            if not running:
+                if exhausted or asked >= n_trials:
+                    return
+                continue
+            done, _ = wait(list(running), return_when="FIRST_COMPLETED")
+            finished = []
+            for fut in done:
+                info, config, budget = running.pop(fut)
+                try:
+                    outcome, started, ended = fut.result()
+                    rec = session.make_record(config, budget, outcome, started, ended)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:
+                    rec = session.error_record(config, budget, e)
+                finished.append((rec.finished, info, rec))
+            # Completion order; ties by finish time keep the tell order reproducible within one wait().
+            for _, info, rec in sorted(finished, key=lambda t: t[0]):
+                rec = _renumber(rec, len(session.records))
+                session.tell(smac, info, rec)
+    finally:
+        for fut in running:
+            fut.cancel()
+
+
+def _renumber(rec: TrialRecord, order: int) -> TrialRecord:
+    from dataclasses import replace
+
+    return rec if rec.order == order else replace(rec, order=order)
+
+
+__all__ = [
+    "Objective",
+    "SearchInterrupted",
+    "SearchResult",
+    "SmacSettings",
+    "TrialOutcome",
+    "TrialRecord",
+    "best_record",
+    "progress_line",
+    "run_search",
+]
+

@@ -1,0 +1,136 @@
+"""Writers for search results: trials JSONL/CSV, convergence plot, Pareto plot. All written atomically
+(temp file in the same directory + os.replace) so a crash never leaves a half-written report behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .records import Objective, TrialRecord
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def trials_jsonl(records: Sequence[TrialRecord]) -> bytes:
+    return "".join(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n" for r in records).encode()
+
+
+def trials_csv(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> bytes:
+    """One row per trial; config parameters as columns (blank when inactive for that trial)."""
+    params = sorted({k for r in records for k in r.config})
+    header = ["order", "budget", "limit", "score", *[f"score:{o.name}" for o in objectives]]
+    header += ["infeasible", "replayed", "time_s", "extra", *[f"param:{p}" for p in params]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in records:
+        row = [r.order, "" if r.budget is None else r.budget, "" if r.limit is None else r.limit, r.score]
+        row += [r.scores.get(o.name, "") for o in objectives]
+        row += [int(r.infeasible), int(r.replayed), round(r.time_s, 3), json.dumps(dict(r.extra), default=str)]
+        row += [r.config.get(p, "") for p in params]
+        w.writerow(row)
+    return buf.getvalue().encode()
+
+
+def _figure():
+    # Figure + Agg canvas directly, never pyplot: no global state, safe off the main thread, no display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def convergence_png(records: Sequence[TrialRecord], title: str = "search convergence") -> bytes:
+    """Each trial's weighted score (colour = budget) and the best-so-far line per budget level."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    budgets = sorted({r.budget for r in records if r.budget is not None})
+    levels: list[float | None] = budgets if budgets else [None]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    for i, level in enumerate(levels):
+        color = cmap(0.15 + 0.7 * i / max(1, len(levels) - 1))
+        pts = [r for r in records if r.budget == level and not r.infeasible]
+        label = "trials" if level is None else f"budget {level:g}"
+        ax.scatter([r.order for r in pts], [r.score for r in pts], s=14, color=color, alpha=0.6, label=label)
+        xs, ys, best = [], [], None
+        for r in pts:
+            best = r.score if best is None else max(best, r.score)
+            xs.append(r.order)
+            ys.append(best)
+        if xs:
+            xs.append(max(r.order for r in records))
+            ys.append(ys[-1])
+            ax.step(xs, ys, where="post", color=color, linewidth=1.8)
+    bad = [r for r in records if r.infeasible]
+    if bad:
+        lo = min((r.score for r in records), default=0.0)
+        ax.scatter([r.order for r in bad], [lo] * len(bad), marker="x", color="red", s=16, label="infeasible")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("weighted score (higher is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if records:
+        ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def pareto_png(
+    records: Sequence[TrialRecord], front: Sequence[TrialRecord], objectives: Sequence[Objective]
+) -> bytes:
+    """Scatter of the first two objectives (all trials grey, Pareto set highlighted and connected)."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    a, b = objectives[0], objectives[1]
+    pts = [r for r in records if not r.infeasible]
+    ax.scatter([r.scores[a.name] for r in pts], [r.scores[b.name] for r in pts], s=12, color="0.7", label="trials")
+    fr = sorted(front, key=lambda r: a.utility(r.scores[a.name]))
+    ax.plot(
+        [r.scores[a.name] for r in fr],
+        [r.scores[b.name] for r in fr],
+        "o-",
+        color="tab:red",
+        label=f"Pareto set ({len(fr)})",
+    )
+    for r in fr:
+        ax.annotate(str(r.order), (r.scores[a.name], r.scores[b.name]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel(f"{a.name} ({'max' if a.maximize else 'min'})")
+    ax.set_ylabel(f"{b.name} ({'max' if b.maximize else 'min'})")
+    title = "Pareto front"
+    if len(objectives) > 2:
+        title += f" (first 2 of {len(objectives)} objectives)"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -1,0 +1,132 @@
+"""Append-only JSONL trial log: the search's own source of truth for resuming.
+
+SMAC's output directory is disposable (we always run it with overwrite=True in a temp dir); this log is not.
+Each line is written with a single write + flush + fsync, so a SIGKILL loses at most the trial being evaluated
+(its line is never started) or leaves one torn last line, which `open` truncates away.
+
+Line 1 is a header with the search fingerprint (space, settings that shape SMAC's trajectory, initial configs).
+A log whose fingerprint differs belongs to another search: opening it is an error rather than a silent restart,
+so nobody loses paid-for evaluations by editing a setting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from graphmerge.errors import SpecError
+
+from .records import TrialRecord
+from .space import config_key
+
+log = logging.getLogger("graphmerge.search")
+
+LOG_NAME = "trial_log.jsonl"
+FORMAT_VERSION = 1
+
+
+def budget_key(budget: float | None) -> str:
+    # repr keeps every bit of SMAC's float budget; JSON round-trips it exactly.
+    return "none" if budget is None else repr(float(budget))
+
+
+def trial_key(config: Mapping[str, Any], budget: float | None) -> tuple[str, str]:
+    return config_key(config), budget_key(budget)
+
+
+class TrialLog:
+    """Open (or create) the log at `path` for a search with `fingerprint`."""
+
+    def __init__(self, path: Path, fingerprint: str, header: Mapping[str, Any]):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.entries: list[dict[str, Any]] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._load()
+        else:
+            line = {"type": "header", "version": FORMAT_VERSION, "fingerprint": fingerprint, **header}
+            self._write_lines([line], mode="w")
+            _fsync_dir(self.path.parent)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        good_end = raw.rfind(b"\n") + 1
+        if good_end < len(raw):
+            # A torn last line from a kill during write: it was never a finished trial, drop it.
+            log.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+                f.flush()
+                os.fsync(f.fileno())
+        lines = raw[:good_end].decode("utf-8").splitlines()
+        if not lines:
+            raise SpecError("the trial log is empty", where=str(self.path), fix="delete it to start over")
+        header = self._parse(lines[0], 1)
+        if header.get("type") != "header":
+            raise SpecError("the trial log has no header line", where=str(self.path), fix="delete it to start over")
+        if header.get("fingerprint") != self.fingerprint:
+            raise SpecError(
+                "the trial log belongs to a different search (search space, seed, facade, budgets, objectives "
+                "or initial configs changed)",
+                where=str(self.path),
+                fix="restore the old settings to resume, or delete the log / use another state dir to start over",
+            )
+        for i, line in enumerate(lines[1:], start=2):
+            entry = self._parse(line, i)
+            if entry.get("type") == "trial":
+                self.entries.append(entry)
+
+    def _parse(self, line: str, lineno: int) -> dict[str, Any]:
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SpecError(
+                f"line {lineno} is not valid JSON ({e.msg})", where=str(self.path), fix="repair or delete the log"
+            ) from None
+        if not isinstance(data, dict):
+            raise SpecError(f"line {lineno} is not a JSON object", where=str(self.path))
+        return data
+
+    def cache(self) -> dict[tuple[str, str], deque[dict[str, Any]]]:
+        """Logged outcomes by (config, budget), oldest first (a config may legitimately repeat)."""
+        out: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        for entry in self.entries:
+            out.setdefault(trial_key(entry["config"], entry.get("budget")), deque()).append(entry)
+        return out
+
+    def records(self) -> Iterator[TrialRecord]:
+        for entry in self.entries:
+            yield TrialRecord.from_json(entry, replayed=True)
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def append(self, record: TrialRecord) -> None:
+        entry = {"type": "trial", **record.to_json()}
+        self._write_lines([entry], mode="a")
+        self.entries.append(entry)
+
+    def _write_lines(self, items: list[Mapping[str, Any]], mode: str) -> None:
+        data = "".join(json.dumps(item, sort_keys=True, default=str) + "\n" for item in items)
+        with open(self.path, mode, encoding="utf-8") as f:
+            f.write(data)  # one write per line: a crash leaves at most one torn line at the end
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,32 @@
+"""pydantic -> SpecError: settings come from graph files, so errors must name the key like every other spec error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from graphmerge.errors import SpecError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(cls: type[M], data: Mapping[str, Any] | M | None, *, where: str) -> M:
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SpecError(f"expected a mapping, got {type(data).__name__}", where=where)
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            allowed = ", ".join(cls.model_fields)
+            raise SpecError(f"`{loc}`: {msg}", where=where, fix=f"allowed: {allowed}") from None
+        raise SpecError(f"`{loc}`: {msg}" if loc else msg, where=where) from None

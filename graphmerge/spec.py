@@ -1,0 +1,322 @@
+"""The spec layer: a YAML graph file -> a validated `GraphSpec`, every problem reported with file,
+line, node and key."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from graphmerge.errors import SpecError
+from graphmerge.registry import NodeType, get_node_type, suggest_node_type
+
+VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+# `{op: load, path: ${base}}` is what users write, but braces end a YAML flow mapping; references
+# are swapped for a brace-free sentinel before parsing and read back from it afterwards.
+_SENTINEL = re.compile(r"\$__gmvar_([A-Za-z0-9_.]+)__\$")
+# Left alone at load time: filled per trial by the optimize node.
+DEFERRED_VARS = ("params.", "budget")
+TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    op: str
+    params: BaseModel
+    inputs: tuple[str, ...]
+    line: int
+
+    @property
+    def node_type(self) -> NodeType:
+        nt = get_node_type(self.op)
+        assert nt is not None
+        return nt
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: Path | None
+    dir: Path
+    text: str
+    vars: Mapping[str, Any]
+    nodes: Mapping[str, NodeSpec]
+    order: tuple[str, ...]
+    seed: int = 0
+    lines: Mapping[tuple, int] = field(default_factory=dict, compare=False)
+
+    def where(self, node: str | None = None, key: str | None = None) -> str:
+        return _where(self.file, self.lines, node, key)
+
+
+def _where(file: Path | None, lines: Mapping[tuple, int], node: str | None, key: str | None) -> str:
+    line = None
+    if node is not None and key is not None:
+        line = lines.get(("nodes", node, key))
+    if line is None and node is not None:
+        line = lines.get(("nodes", node))
+    loc = str(file) if file else "<graph>"
+    if line:
+        loc += f":{line}"
+    if node is not None:
+        loc += f": node '{node}'"
+    if key is not None:
+        loc += f": key '{key}'"
+    return loc
+
+
+def _collect_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _collect_lines(value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_lines(item, (*path, i), lines)
+
+
+def substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
+    """Replace ${name} references. A string that is exactly one reference takes the variable's
+    value with its type; references inside longer strings are formatted in."""
+    if isinstance(value, dict):
+        return {k: substitute(v, variables, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, variables, where) for v in value]
+    if not isinstance(value, str):
+        return value
+    value = _SENTINEL.sub(lambda m: "${" + m.group(1) + "}", value)
+    if "${" not in value:
+        return value
+
+    def lookup(name: str) -> Any:
+        if name in variables:
+            return variables[name]
+        if name.startswith(DEFERRED_VARS) or name == "budget":
+            return None
+        close = difflib.get_close_matches(name, list(variables), n=1)
+        hint = f"did you mean ${{{close[0]}}}?" if close else "define it under `vars:` or pass --set NAME=VALUE"
+        raise SpecError(f"undefined variable ${{{name}}}", where=where, fix=hint)
+
+    whole = VAR_PATTERN.fullmatch(value)
+    if whole:
+        found = lookup(whole.group(1))
+        return value if found is None else found
+
+    def repl(m: re.Match) -> str:
+        found = lookup(m.group(1))
+        return m.group(0) if found is None else str(found)
+
+    return VAR_PATTERN.sub(repl, value)
+
+
+def _annotation_has_path(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, tuple, typing.Annotated):
+        return any(_annotation_has_path(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _resolve_paths(raw: dict, model: type[BaseModel], base_dir: Path) -> dict:
+    out = dict(raw)
+    for name, info in model.model_fields.items():
+        if name not in out or not _annotation_has_path(info.annotation):
+            continue
+        value = out[name]
+
+        def fix(v: Any) -> Any:
+            if isinstance(v, str) and v and "${" not in v:
+                p = Path(os.path.expanduser(v))
+                return str(p if p.is_absolute() else (base_dir / p))
+            return v
+
+        out[name] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
+    return out
+
+
+def _pydantic_problem(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) if loc else "?"
+    kind = err["type"]
+    if kind == "missing":
+        return key, "missing required parameter"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1) if loc else []
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(model.model_fields)}"
+        return key, f"unknown parameter{hint}"
+    return key, f"{err['msg']} (got {err.get('input')!r})"
+
+
+def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set name=value`: the value is parsed as YAML (numbers, lists); a relative path that
+    exists from the working directory is made absolute so it does not resolve against the graph."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SpecError(f"--set {pair!r} is not NAME=VALUE", fix="write e.g. --set out=out/ties")
+        name, text = pair.split("=", 1)
+        value = yaml.safe_load(text) if text else ""
+        if isinstance(value, str) and not os.path.isabs(value) and (os.sep in value or os.path.exists(value)):
+            candidate = Path(value)
+            if candidate.exists() or candidate.parent.exists() and str(candidate.parent) not in ("", "."):
+                value = str(candidate.absolute())
+        out[name.strip()] = value
+    return out
+
+
+def load_graph(
+    path: Path | str | None = None,
+    *,
+    text: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
+) -> GraphSpec:
+    """Parse and validate a graph. Raises SpecError whose `problems` lists every issue found."""
+    file = Path(path) if path is not None else None
+    if text is None:
+        assert file is not None
+        if not file.is_file():
+            raise SpecError(f"graph file {file} not found", fix="check the path")
+        text = file.read_text()
+    graph_dir = (base_dir or (file.parent if file else Path.cwd())).absolute()
+    loc = str(file) if file else "<graph>"
+    parse_text = VAR_PATTERN.sub(lambda m: f"$__gmvar_{m.group(1)}__$", text)
+    try:
+        composed = yaml.compose(parse_text)
+        data = yaml.safe_load(parse_text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=f"{loc}{line}") from None
+    lines: dict[tuple, int] = {}
+    if composed is not None:
+        _collect_lines(composed, (), lines)
+    if not isinstance(data, dict):
+        raise SpecError("a graph must be a mapping with a `nodes:` key", where=loc)
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(
+                f"{loc}:{lines.get((key,), '?')}: unknown top-level key '{key}' (allowed: {', '.join(TOP_LEVEL_KEYS)})"
+            )
+
+    variables = dict(data.get("vars") or {})
+    variables.update(overrides or {})
+    for _ in range(5):  # variables may reference other variables
+        variables = {k: substitute(v, variables, f"{loc}: vars.{k}") for k, v in variables.items()}
+    seed = data.get("seed", 0)
+    nodes_raw = data.get("nodes")
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise SpecError("the graph has no nodes", where=loc, fix="add a `nodes:` mapping of name -> {op: ...}")
+
+    specs: dict[str, NodeSpec] = {}
+    for name, body in nodes_raw.items():
+        name = str(name)
+        where = _where(file, lines, name, None)
+        if "." in name:
+            problems.append(f"{where}: node names may not contain '.' (it separates a node from its output)")
+            continue
+        if not isinstance(body, dict) or "op" not in body:
+            problems.append(f"{where}: key 'op': missing (every node needs `op: TYPE`)")
+            continue
+        op = body["op"]
+        node_type = get_node_type(str(op))
+        if node_type is None:
+            close = suggest_node_type(str(op))
+            hint = f"did you mean '{close}'?" if close else "run `graphmerge nodes` for the list"
+            problems.append(f"{_where(file, lines, name, 'op')}: unknown op '{op}' ({hint})")
+            continue
+        raw = {k: v for k, v in body.items() if k != "op"}
+        try:
+            raw = substitute(raw, variables, where)
+        except SpecError as exc:
+            problems.append(exc.one_line())
+            continue
+        raw = _resolve_paths(raw, node_type.params_model, graph_dir)
+        try:
+            params = node_type.params_model.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key, msg = _pydantic_problem(err, node_type.params_model)
+                top = key.split(".")[0]
+                problems.append(f"{_where(file, lines, name, top)}{'' if key == top else f' ({key})'}: {msg}")
+            continue
+        except SpecError as exc:
+            problems.append(f"{where}: {exc.one_line()}")
+            continue
+        specs[name] = NodeSpec(
+            name=name, op=node_type.name, params=params, inputs=tuple(node_type.inputs_of(params)), line=lines.get(("nodes", name), 0)
+        )
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(specs)
+    for name, spec in specs.items():
+        for ref in spec.inputs:
+            target, _, output = ref.partition(".")
+            if target not in nodes_raw:
+                close = difflib.get_close_matches(target, list(nodes_raw), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else "reference a node defined under `nodes:`"
+                problems.append(f"{_where(file, lines, name, _key_of_ref(spec, ref))}: unknown input '{ref}' ({hint})")
+                continue
+            target_spec = specs.get(target)
+            if output and target_spec is not None:
+                outputs = target_spec.node_type.outputs
+                if "*" not in outputs and output not in outputs:
+                    known = ", ".join(outputs) or "none (use the plain node name)"
+                    problems.append(
+                        f"{_where(file, lines, name, _key_of_ref(spec, ref))}: node '{target}' has no output '{output}' (outputs: {known})"
+                    )
+                    continue
+            graph.add_edge(target, name)
+    try:
+        cycle = nx.find_cycle(graph)
+        names = [u for u, _ in cycle] + [cycle[0][0]]
+        problems.append(f"{_where(file, lines, cycle[0][0], None)}: cycle: {' -> '.join(names)}")
+    except nx.NetworkXNoCycle:
+        pass
+    if problems:
+        raise SpecErrors(problems)
+    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: lines.get(("nodes", n), 0)))
+    return GraphSpec(
+        file=file.absolute() if file else None,
+        dir=graph_dir,
+        text=text,
+        vars=variables,
+        nodes=specs,
+        order=order,
+        seed=int(seed),
+        lines=lines,
+    )
+
+
+def _key_of_ref(spec: NodeSpec, ref: str) -> str:
+    """The parameter key that holds a reference, for pointing at the right line."""
+    for key, value in spec.params.model_dump().items():
+        if value == ref or (isinstance(value, (list, dict)) and ref in value):
+            return key
+    return "input"
+
+
+class SpecErrors(SpecError):
+    """Several problems in one graph; `problems` has one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n" + "\n".join(problems))
+
+    def one_line(self) -> str:
+        return "\n".join(self.problems)

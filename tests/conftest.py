@@ -1,0 +1,48 @@
+"""Shared fixtures: real (tiny, random) Hugging Face model folders and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_llama(path: Path, seed: int, *, layers: int = 2, hidden: int = 16, vocab: int = 64) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # norms start as all-ones: make every tensor distinct so counts are simple
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llamas(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("llamas")
+    return {name: make_llama(root / name, seed) for seed, name in enumerate(["base", "a", "b"])}
+
+
+@pytest.fixture()
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
