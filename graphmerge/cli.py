@@ -23,7 +23,9 @@ def _offline_env() -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help="load custom node types")
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help="load custom node types"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -51,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     viz = sub.add_parser("viz", help="draw the graph")
     _add_graph(viz)
     viz.add_argument("--format", choices=["dot", "mermaid", "html", "png"], default="dot")
-    viz.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout; png needs -o)")
+    viz.add_argument(
+        "-o", "--output", type=Path, default=None, help="output file (default: stdout; png needs -o)"
+    )
     _add_common(viz)
 
     nodes = sub.add_parser("nodes", help="list node types and merge methods with their parameters")
@@ -60,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="inspect or clean the cache")
     cache.add_argument("action", choices=["stats", "verify", "gc"])
     cache.add_argument("--cache-dir", type=Path, default=None)
-    cache.add_argument("--max-size", default=None, help="gc: evict least recently written tensors down to SIZE")
+    cache.add_argument(
+        "--max-size", default=None, help="gc: evict least recently written tensors down to SIZE"
+    )
     cache.add_argument("--json", action="store_true")
     _add_common(cache)
     return parser
@@ -148,7 +154,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
             )
         elif args.action == "verify":
             report = cache.verify()
-            out = {"checked": report.checked, "missing": list(report.missing), "corrupted": list(report.corrupted)}
+            out = {
+                "checked": report.checked,
+                "missing": list(report.missing),
+                "corrupted": list(report.corrupted),
+            }
             text = f"checked {report.checked} tensors: {len(report.missing)} missing, {len(report.corrupted)} corrupted"
             for key in report.missing:
                 text += f"\nmissing blob {key} (dropped from the index; the next run recomputes it)"
@@ -190,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+            print(
+                f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                file=sys.stderr,
+            )
         return 1
 
 

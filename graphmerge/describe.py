@@ -23,8 +23,10 @@ def describe_all() -> str:
             flags.append(f"outputs: {', '.join(nt.outputs)}")
         lines.append(f"  {name} ({'; '.join(flags)}) - {nt.doc}")
         for fname, info in nt.params_model.model_fields.items():
-            default = "required" if info.default is PydanticUndefined and info.default_factory is None else (
-                f"default {info.default!r}" if info.default_factory is None else "default empty"
+            default = (
+                "required"
+                if info.default is PydanticUndefined and info.default_factory is None
+                else (f"default {info.default!r}" if info.default_factory is None else "default empty")
             )
             desc = f" - {info.description}" if info.description else ""
             lines.append(f"      {fname}: {_type_name(info.annotation)} ({default}){desc}")
@@ -34,7 +36,11 @@ def describe_all() -> str:
         base = {"required": "needs base", "optional": "base optional", "none": "no base"}[m.base]
         lines.append(f"  {name} (v{m.version}; {base}{'; stochastic' if m.stochastic else ''}) - {m.doc}")
         if m.model_params:
-            lines.append("      per model: " + ", ".join(f"{k}={s.default!r}" for k, s in m.model_params.items()))
+            lines.append(
+                "      per model: " + ", ".join(f"{k}={s.default!r}" for k, s in m.model_params.items())
+            )
         if m.global_params:
-            lines.append("      global: " + ", ".join(f"{k}={s.default!r}" for k, s in m.global_params.items()))
+            lines.append(
+                "      global: " + ", ".join(f"{k}={s.default!r}" for k, s in m.global_params.items())
+            )
     return "\n".join(lines)

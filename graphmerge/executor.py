@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -46,7 +45,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GraphmergeError("--device cuda was asked for but no CUDA device is available", fix="use --device cpu or auto")
+        raise GraphmergeError(
+            "--device cuda was asked for but no CUDA device is available", fix="use --device cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -111,7 +112,9 @@ class TensorExecutor:
                 pass
         return self._run_op(task, [self._compute_uncached(t) for t in task.inputs])
 
-    def stream(self, roots: Sequence[TensorTask], desc: str = "tensors") -> Iterator[tuple[int, torch.Tensor]]:
+    def stream(
+        self, roots: Sequence[TensorTask], desc: str = "tensors"
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (index, value) for each root, in root order, computing only what is not cached."""
         order, hits = self._plan(roots)
         remaining: dict[str, int] = {}
@@ -188,7 +191,11 @@ def value_key(value: Any) -> str:
 def node_cache_key(spec: NodeSpec, inputs: Mapping[str, Any]) -> str:
     nt = spec.node_type
     return digest(
-        "node", nt.name, nt.version, spec.params.model_dump(mode="json"), {ref: value_key(v) for ref, v in inputs.items()}
+        "node",
+        nt.name,
+        nt.version,
+        spec.params.model_dump(mode="json"),
+        {ref: value_key(v) for ref, v in inputs.items()},
     )
 
 

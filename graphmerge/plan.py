@@ -91,7 +91,10 @@ class Model:
     def key(self) -> str:
         """Merkle root: hash of the config, the tokenizer's content and every (name, tensor key)."""
         return digest(
-            "model", canonical(dict(self.config)), self.tokenizer_key, [[n, t.key] for n, t in self.tensors.items()]
+            "model",
+            canonical(dict(self.config)),
+            self.tokenizer_key,
+            [[n, t.key] for n, t in self.tensors.items()],
         )
 
     @cached_property
@@ -110,7 +113,9 @@ class Model:
     def map_tensors(self, op: str, *, names: Callable[[str], bool] | None = None, **params: Any) -> Model:
         """Apply a one-input tensor op to every tensor (or those `names` selects)."""
         out = {
-            n: (make_task(op, [t], shape=t.shape, dtype=t.dtype, **params) if names is None or names(n) else t)
+            n: (
+                make_task(op, [t], shape=t.shape, dtype=t.dtype, **params) if names is None or names(n) else t
+            )
             for n, t in self.tensors.items()
         }
         return self.with_tensors(out, provenance=(*self.provenance, op))

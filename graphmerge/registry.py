@@ -156,7 +156,8 @@ def load_plugin(spec: str) -> None:
             raise
         except Exception as exc:
             raise GraphmergeError(
-                f"plugin {spec} failed to import: {type(exc).__name__}: {exc}", fix="run with --debug for the traceback"
+                f"plugin {spec} failed to import: {type(exc).__name__}: {exc}",
+                fix="run with --debug for the traceback",
             ) from exc
     else:
         try:
@@ -188,4 +189,6 @@ def get_tensor_op(name: str) -> TensorOp:
     try:
         return _TENSOR_OPS[name]
     except KeyError:
-        raise GraphmergeError(f"unknown tensor op {name!r}", fix="register it with @graphmerge.tensor_op") from None
+        raise GraphmergeError(
+            f"unknown tensor op {name!r}", fix="register it with @graphmerge.tensor_op"
+        ) from None

@@ -77,4 +77,6 @@ def run_graph(
         values = run_nodes(ctx, graph)
     finally:
         ctx.cache.close()
-    return RunResult(graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start)
+    return RunResult(
+        graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start
+    )

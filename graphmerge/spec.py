@@ -36,6 +36,7 @@ class NodeSpec:
     params: BaseModel
     inputs: tuple[str, ...]
     line: int
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # after substitution, for export
 
     @property
     def node_type(self) -> NodeType:
@@ -107,7 +108,9 @@ def substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
         if name.startswith(DEFERRED_VARS) or name == "budget":
             return None
         close = difflib.get_close_matches(name, list(variables), n=1)
-        hint = f"did you mean ${{{close[0]}}}?" if close else "define it under `vars:` or pass --set NAME=VALUE"
+        hint = (
+            f"did you mean ${{{close[0]}}}?" if close else "define it under `vars:` or pass --set NAME=VALUE"
+        )
         raise SpecError(f"undefined variable ${{{name}}}", where=where, fix=hint)
 
     whole = VAR_PATTERN.fullmatch(value)
@@ -207,6 +210,24 @@ def load_graph(
         _collect_lines(composed, (), lines)
     if not isinstance(data, dict):
         raise SpecError("a graph must be a mapping with a `nodes:` key", where=loc)
+    return build_graph(data, file=file, graph_dir=graph_dir, text=text, lines=lines, overrides=overrides)
+
+
+def build_graph(
+    data: Mapping[str, Any],
+    *,
+    file: Path | None = None,
+    graph_dir: Path,
+    text: str = "",
+    lines: Mapping[tuple, int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    external: Mapping[str, NodeSpec] | None = None,
+) -> GraphSpec:
+    """Validate an already parsed graph. `external` names nodes defined outside this graph that
+    its nodes may reference (a trial subgraph references the enclosing graph's nodes)."""
+    lines = dict(lines or {})
+    external = dict(external or {})
+    loc = str(file) if file else "<graph>"
     problems: list[str] = []
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -221,7 +242,9 @@ def load_graph(
     seed = data.get("seed", 0)
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise SpecError("the graph has no nodes", where=loc, fix="add a `nodes:` mapping of name -> {op: ...}")
+        raise SpecError(
+            "the graph has no nodes", where=loc, fix="add a `nodes:` mapping of name -> {op: ...}"
+        )
 
     specs: dict[str, NodeSpec] = {}
     for name, body in nodes_raw.items():
@@ -259,7 +282,11 @@ def load_graph(
             problems.append(f"{where}: {exc.one_line()}")
             continue
         specs[name] = NodeSpec(
-            name=name, op=node_type.name, params=params, inputs=tuple(node_type.inputs_of(params)), line=lines.get(("nodes", name), 0)
+            name=name,
+            op=node_type.name,
+            params=params,
+            inputs=tuple(node_type.inputs_of(params)),
+            line=lines.get(("nodes", name), 0),
         )
 
     graph = nx.DiGraph()
@@ -267,10 +294,14 @@ def load_graph(
     for name, spec in specs.items():
         for ref in spec.inputs:
             target, _, output = ref.partition(".")
+            if target in external and target not in nodes_raw:
+                continue
             if target not in nodes_raw:
                 close = difflib.get_close_matches(target, list(nodes_raw), n=1)
                 hint = f"did you mean '{close[0]}'?" if close else "reference a node defined under `nodes:`"
-                problems.append(f"{_where(file, lines, name, _key_of_ref(spec, ref))}: unknown input '{ref}' ({hint})")
+                problems.append(
+                    f"{_where(file, lines, name, _key_of_ref(spec, ref))}: unknown input '{ref}' ({hint})"
+                )
                 continue
             target_spec = specs.get(target)
             if output and target_spec is not None:
@@ -316,7 +347,9 @@ class SpecErrors(SpecError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n" + "\n".join(problems))
+        super().__init__(
+            problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n" + "\n".join(problems)
+        )
 
     def one_line(self) -> str:
         return "\n".join(self.problems)

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from graphmerge.cache import Cache, default_cache_dir
+from graphmerge.cache import default_cache_dir
 from graphmerge.errors import GraphmergeError
 from graphmerge.executor import RunContext, node_cache_key
 from graphmerge.plan import Model
@@ -83,7 +83,13 @@ def _lookup(values: dict[str, Any], ref: str) -> Any:
 
 
 def _model_state(ctx: RunContext, value: Any) -> str:
-    models = [value] if isinstance(value, Model) else [v for v in value.values() if isinstance(v, Model)] if isinstance(value, dict) else []
+    models = (
+        [value]
+        if isinstance(value, Model)
+        else [v for v in value.values() if isinstance(v, Model)]
+        if isinstance(value, dict)
+        else []
+    )
     tasks = [t for m in models for t in m.tensors.values() if t.cached]
     if not models:
         return "unknown"
@@ -121,7 +127,11 @@ def to_dot(graph: GraphSpec, states: dict[str, str]) -> str:
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
-    lines = ["digraph graphmerge {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    lines = [
+        "digraph graphmerge {",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
     for name in graph.order:
         colour = COLOURS[states.get(name, "unknown")]
         lines.append(f"  {q(name)} [label={q(_label(graph, name))}, fillcolor={q(colour)}];")
@@ -180,7 +190,9 @@ def render(graph: GraphSpec, fmt: str, cache_dir: Path | str | None = None) -> A
                 "PNG output needs Graphviz's `dot` program, which is not installed",
                 fix="install graphviz (e.g. apt-get install graphviz) or use --format dot|mermaid|html",
             )
-        proc = subprocess.run([dot, "-Tpng"], input=to_dot(graph, states).encode(), capture_output=True, check=False)
+        proc = subprocess.run(
+            [dot, "-Tpng"], input=to_dot(graph, states).encode(), capture_output=True, check=False
+        )
         if proc.returncode != 0:
             raise GraphmergeError(f"graphviz failed: {proc.stderr.decode().strip()}")
         return proc.stdout

@@ -137,7 +137,10 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 def test_missing_config(tmp_path):
     with pytest.raises(ModelError) as e:
         ModelFolder.open(tmp_path)
-    assert _one_line(e) == f"missing config.json in {tmp_path.resolve()} (point `path` at a Hugging Face model folder)"
+    assert (
+        _one_line(e)
+        == f"missing config.json in {tmp_path.resolve()} (point `path` at a Hugging Face model folder)"
+    )
     with pytest.raises(ModelError, match="does not exist"):
         ModelFolder.open(tmp_path / "nope")
 

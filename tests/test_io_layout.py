@@ -115,10 +115,14 @@ def test_detect_layout_real_models(arch, saved):
 
 
 def test_name_pattern_fallback_and_errors():
-    names = [f"backbone.blocks.{i}.{p}.weight" for i in range(4) for p in ("mixer.out_proj", "ffn.fc2", "norm")]
+    names = [
+        f"backbone.blocks.{i}.{p}.weight" for i in range(4) for p in ("mixer.out_proj", "ffn.fc2", "norm")
+    ]
     names += ["backbone.tok_embeddings.weight", "backbone.norm_f.weight", "head.weight", "backbone.extra.3.x"]
     lay = detect_layout({"model_type": "custom", "n_layers": 4, "vocab_size": 10}, names)
-    assert lay.layer_prefix == "backbone.blocks." and lay.num_layers == 4 and lay.layer_count_key == "n_layers"
+    assert (
+        lay.layer_prefix == "backbone.blocks." and lay.num_layers == 4 and lay.layer_count_key == "n_layers"
+    )
     assert lay.token_embedding == "backbone.tok_embeddings.weight"
     assert lay.final_norms == ("backbone.norm_f.weight",)
     assert lay.layer_of("backbone.extra.3.x") is None
@@ -134,6 +138,28 @@ def test_name_pattern_fallback_and_errors():
     with pytest.raises(ModelError, match="residual output projection"):
         fold_layer_scale("backbone.blocks.0.norm.weight", torch.ones(2), 0.5, lay)
     assert fold_layer_scale("backbone.blocks.0.norm.weight", torch.ones(2), 1.0, lay) is not None
+
+
+def test_original_gpt2_checkpoint_names():
+    # The hub's gpt2 checkpoint has no "transformer." prefix and stores the causal-mask buffer attn.bias.
+    names = ["wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"]
+    for i in range(2):
+        names += [
+            f"h.{i}.{s}"
+            for s in ("attn.bias", "attn.c_attn.weight", "attn.c_proj.weight", "attn.c_proj.bias")
+        ]
+        names += [
+            f"h.{i}.{s}" for s in ("mlp.c_fc.weight", "mlp.c_proj.weight", "mlp.c_proj.bias", "ln_1.weight")
+        ]
+    lay = detect_layout({"model_type": "gpt2", "n_layer": 2, "vocab_size": 50257}, names)
+    assert lay.layer_prefix == "h." and lay.token_embedding == "wte.weight" and lay.tie_word_embeddings
+    assert lay.final_norms == ("ln_f.weight", "ln_f.bias") and lay.lm_head == ()
+    assert lay.residual_output_projections(1) == (
+        "h.1.attn.c_proj.weight",
+        "h.1.attn.c_proj.bias",
+        "h.1.mlp.c_proj.weight",
+        "h.1.mlp.c_proj.bias",
+    )
 
 
 def test_config_with_layers_and_vocab(saved):
@@ -184,7 +210,9 @@ def test_fold_layer_scale_matches_scaled_branches(arch):
         i = lay.layer_of(name)
         folded[name] = fold_layer_scale(name, t, scales[i], lay) if i is not None else t
     changed = {n for n in sd if not torch.equal(sd[n], folded[n])}
-    assert changed == {n for i, s in enumerate(scales) if s != 1.0 for n in lay.residual_output_projections(i)}
+    assert changed == {
+        n for i, s in enumerate(scales) if s != 1.0 for n in lay.residual_output_projections(i)
+    }
 
     model = _model(arch, seed=99)
     model.load_state_dict(folded)
@@ -198,7 +226,10 @@ def test_fold_layer_scale_matches_scaled_branches(arch):
 
 
 def test_fold_keeps_dtype():
-    lay = detect_layout({"num_hidden_layers": 1, "vocab_size": 4}, ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"])
+    lay = detect_layout(
+        {"num_hidden_layers": 1, "vocab_size": 4},
+        ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"],
+    )
     t = torch.ones(2, 2, dtype=torch.bfloat16)
     out = fold_layer_scale("model.layers.0.mlp.down_proj.weight", t, 0.25, lay)
     assert out.dtype == torch.bfloat16 and torch.all(out == 0.25)

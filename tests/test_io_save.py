@@ -81,7 +81,9 @@ def test_roundtrip_loads_and_generates(tmp_path, source):
     assert out == (tmp_path / "out").absolute()
     names = sorted(p.name for p in out.iterdir())
     assert "model.safetensors" in names and "model.safetensors.index.json" not in names
-    assert {"config.json", "generation_config.json", "README.md", "graphmerge.yaml", "tokenizer.json"} <= set(names)
+    assert {"config.json", "generation_config.json", "README.md", "graphmerge.yaml", "tokenizer.json"} <= set(
+        names
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["dtype"] == "bfloat16" and cfg["num_hidden_layers"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folders left
@@ -100,7 +102,9 @@ def test_roundtrip_loads_and_generates(tmp_path, source):
 
 def test_sharding_small_max_shard_size(tmp_path, source):
     src = ModelFolder.open(source)
-    out = write_hf_model(tmp_path / "sh", src.config, _tensors(src), tokenizer_from=source, max_shard_size="6KB")
+    out = write_hf_model(
+        tmp_path / "sh", src.config, _tensors(src), tokenizer_from=source, max_shard_size="6KB"
+    )
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) >= 3 and shards[0].name == f"model-00001-of-{len(shards):05d}.safetensors"
     for s in shards:  # each shard fits the limit unless it holds one tensor bigger than the limit

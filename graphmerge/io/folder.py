@@ -115,11 +115,15 @@ def _parse_safetensors_header(file: Path) -> list[TensorInfo]:
         with open(file, "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise ModelError("safetensors file is shorter than its 8-byte header length", where=where, fix=fix)
+                raise ModelError(
+                    "safetensors file is shorter than its 8-byte header length", where=where, fix=fix
+                )
             (n,) = struct.unpack("<Q", prefix)
             if n > _MAX_HEADER_BYTES or 8 + n > size:
                 raise ModelError(
-                    f"safetensors header length {n} does not fit in the file ({size} bytes)", where=where, fix=fix
+                    f"safetensors header length {n} does not fit in the file ({size} bytes)",
+                    where=where,
+                    fix=fix,
                 )
             raw = f.read(n)
     except OSError as e:
@@ -141,7 +145,9 @@ def _parse_safetensors_header(file: Path) -> list[TensorInfo]:
             shape = tuple(int(x) for x in meta["shape"])
             begin, end = (int(x) for x in meta["data_offsets"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ModelError(f"safetensors header entry for {name!r} is malformed", where=where, fix=fix) from e
+            raise ModelError(
+                f"safetensors header entry for {name!r} is malformed", where=where, fix=fix
+            ) from e
         if code not in _ST_DTYPES:
             raise ModelError(f"tensor {name!r} has unsupported dtype {code}", where=where)
         dtype = _ST_DTYPES[code]
@@ -224,9 +230,7 @@ class ModelFolder:
         d = d.resolve()
         cfg_path = d / "config.json"
         if not cfg_path.is_file():
-            raise ModelError(
-                f"missing config.json in {d}", fix="point `path` at a Hugging Face model folder"
-            )
+            raise ModelError(f"missing config.json in {d}", fix="point `path` at a Hugging Face model folder")
         config = _load_json(cfg_path, "config.json")
         if not isinstance(config, dict):
             raise ModelError("config.json is not a JSON object", where=str(cfg_path))
@@ -297,7 +301,9 @@ class ModelFolder:
             raise ModelError(
                 f"tensor {name!r} not found",
                 where=str(self.path),
-                fix=f"did you mean {close[0]!r}?" if close else f"the model has {len(self.tensor_names)} tensors",
+                fix=f"did you mean {close[0]!r}?"
+                if close
+                else f"the model has {len(self.tensor_names)} tensors",
             ) from None
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -319,7 +325,9 @@ class ModelFolder:
         """One tensor, read lazily (safetensors: mmap of that tensor only)."""
         info = self.info(name)
         if self.format == "pytorch":
-            return self._handles[info.file][name]
+            # The cached state dict is a copy-on-write mmap shared by all reads: hand out a copy so that
+            # in-place edits by a caller cannot leak into later reads (safetensors reads are fresh too).
+            return self._handles[info.file][name].clone()
         handle = self._handles.get(info.file)
         if handle is None:
             from safetensors import safe_open
@@ -330,6 +338,11 @@ class ModelFolder:
                 raise ModelError(f"cannot open safetensors file: {e}", where=str(info.file)) from e
             self._handles[info.file] = handle
         return handle.get_tensor(name)
+
+    def close(self) -> None:
+        """Drop open safetensors handles (e.g. before the files are replaced on disk); reads reopen."""
+        if self.format == "safetensors":
+            self._handles.clear()
 
     def tensor_digests(self, memo: MutableMapping | None = None) -> dict[str, str]:
         """Content digest of every tensor (xxh3_128 over dtype, shape and raw bytes).
@@ -352,7 +365,7 @@ class ModelFolder:
     def _hash_file(self, f: Path) -> dict[str, str]:
         names = [n for n in self.tensor_names if self._infos[n].file == f]
         if self.format == "pytorch":
-            return {n: tensor_digest(self.read(n)) for n in names}
+            return {n: tensor_digest(self._handles[f][n]) for n in names}
         res: dict[str, str] = {}
         with open(f, "rb") as fh:
             if f.stat().st_size == 0:
@@ -379,10 +392,3 @@ def _torch_load(f: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError("PyTorch weights file is not a flat state dict of tensors", where=str(f))
     return sd
-
-
-def clear_cache(folder: ModelFolder) -> None:
-    """Drop open file handles (e.g. before the files are replaced on disk)."""
-    if folder.format == "safetensors":
-        folder._handles.clear()
-

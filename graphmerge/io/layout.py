@@ -56,7 +56,9 @@ _TOKEN_EMBED_SUFFIXES = (
     "shared.weight",
 )
 _HEAD_NAMES = ("lm_head.weight", "lm_head.bias", "embed_out.weight", "output.weight")
-_FINAL_NORM_RE = re.compile(r"(^|\.)(norm|ln_f|final_layernorm|final_layer_norm|final_norm|norm_f)\.(weight|bias)$")
+_FINAL_NORM_RE = re.compile(
+    r"(^|\.)(norm|ln_f|final_layernorm|final_layer_norm|final_norm|norm_f)\.(weight|bias)$"
+)
 
 # Suffixes (inside one layer) of the tensors whose output is added to the residual stream.
 _RESIDUAL_OUT_RE = re.compile(
@@ -166,7 +168,10 @@ class ModelLayout:
     @property
     def vocab_tensors(self) -> tuple[str, ...]:
         """Tensors whose first dimension is the vocabulary (token embedding and stored LM head)."""
-        return (self.token_embedding, *(h for h in self.lm_head if h.endswith(".weight") or h.endswith(".bias")))
+        return (
+            self.token_embedding,
+            *(h for h in self.lm_head if h.endswith(".weight") or h.endswith(".bias")),
+        )
 
 
 def _find_prefix(names: Iterable[str], n_layers: int) -> str | None:
@@ -226,8 +231,10 @@ def detect_layout(config: dict, tensor_names: Iterable[str]) -> ModelLayout:
     norms = tuple(nm for nm in non_layer if _FINAL_NORM_RE.search(nm) and nm not in embeddings)
     classified = set(embeddings) | set(head) | set(norms)
     other = tuple(nm for nm in non_layer if nm not in classified)
-    # transformers' default is tied; a model without a stored head is tied whatever the config says.
-    tied = bool(config.get("tie_word_embeddings", True)) or not head
+    # A model without a stored head is tied whatever the config says. Without the key, the default
+    # depends on the model class (True for GPT-2/Gemma, False for Llama), so trust the tensors instead.
+    tie_cfg = config.get("tie_word_embeddings")
+    tied = (bool(tie_cfg) if tie_cfg is not None else False) or not head
 
     post_norms = any(nm.endswith(".post_feedforward_layernorm.weight") for nm in names)
     layout = ModelLayout(

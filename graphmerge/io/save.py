@@ -74,7 +74,9 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_stale_temps(out_dir: Path) -> None:
     # A hard kill (SIGKILL, power loss) cannot clean up; the next write removes leftovers of dead writers.
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}({re.escape(_TMP_MARK)}|{re.escape(_OLD_MARK)})(\d+)-")
+    pattern = re.compile(
+        rf"^\.{re.escape(out_dir.name)}({re.escape(_TMP_MARK)}|{re.escape(_OLD_MARK)})(\d+)-"
+    )
     for p in out_dir.parent.iterdir():
         m = pattern.match(p.name)
         if not (m and p.is_dir() and not _pid_alive(int(m.group(2)))):

@@ -32,7 +32,12 @@ __all__ = [
 FILL_POLICIES = ("only", "base", "mean", "zero")
 # Tokenizer files that stay valid when only tokenizer.json is rewritten. Slow-tokenizer files
 # (vocab.json, merges.txt, tokenizer.model) are dropped for a union: they would contradict tokenizer.json.
-_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
+_SIDE_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +74,9 @@ def build_vocab_alignment(
         raise ModelError("vocabulary alignment needs at least one model")
     base = names[0] if base is None else base
     if base not in vocabs:
-        raise ModelError(f"base {base!r} is not one of the aligned models", fix=f"use one of {', '.join(names)}")
+        raise ModelError(
+            f"base {base!r} is not one of the aligned models", fix=f"use one of {', '.join(names)}"
+        )
     if source not in ("union", "base") and source not in vocabs:
         raise ModelError(
             f"unknown tokenizer source {source!r}", fix=f"use union, base or one of {', '.join(names)}"
@@ -134,7 +141,9 @@ def remap_rows(
     tail = rows_by_model[target].shape[1:]
     for m, r in zip(alignment.models, rows_by_model):
         if r.shape[1:] != tail:
-            raise ModelError(f"rows of {m!r} have shape {list(r.shape)}, expected [*, {', '.join(map(str, tail))}]")
+            raise ModelError(
+                f"rows of {m!r} have shape {list(r.shape)}, expected [*, {', '.join(map(str, tail))}]"
+            )
     index = alignment.index
     has = torch.stack([(index[k] >= 0) & (index[k] < rows_by_model[k].shape[0]) for k in range(k_models)])
     rows_t = rows_by_model[target]
@@ -323,7 +332,9 @@ def write_aligned_tokenizer(
             if isinstance(dec, dict):
                 for e in new_added:
                     dec[str(e["id"])] = {
-                        k: e[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special") if k in e
+                        k: e[k]
+                        for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+                        if k in e
                     }
             (out / name).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         else:

@@ -95,7 +95,10 @@ def per_model(
     lo: float | None = None,
     hi: float | None = None,
 ) -> list[float]:
-    return [number(method, name, p.get(name), lo=lo, hi=hi, who=f" of model {i}") for i, p in enumerate(model_params)]
+    return [
+        number(method, name, p.get(name), lo=lo, hi=hi, who=f" of model {i}")
+        for i, p in enumerate(model_params)
+    ]
 
 
 def generator_for(t: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:

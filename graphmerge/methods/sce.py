@@ -17,7 +17,9 @@ from graphmerge.methods.sparsify import top_k_mask
     "sce",
     version="1",
     global_params={
-        "select_topk": ParamSpec(1.0, float, 0.0, 1.0, "fraction of elements (by variance across models) kept"),
+        "select_topk": ParamSpec(
+            1.0, float, 0.0, 1.0, "fraction of elements (by variance across models) kept"
+        ),
         "int8_mask": ParamSpec(False, bool, doc="accepted for mergekit configs; no effect on results"),
     },
     base="required",

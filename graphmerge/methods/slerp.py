@@ -148,7 +148,9 @@ def multislerp(
     if flag("multislerp", "normalize_weights", params.get("normalize_weights", True)):
         total = sum(weights)
         if total == 0:
-            raise MergeError("multislerp: the weights sum to 0", fix="change the weights or set normalize_weights: false")
+            raise MergeError(
+                "multislerp: the weights sum to 0", fix="change the weights or set normalize_weights: false"
+            )
         weights = [x / total for x in weights]
     x = torch.stack([t.reshape(-1) for t in tensors])
     if base is not None:

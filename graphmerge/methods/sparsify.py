@@ -3,7 +3,7 @@
 Selection semantics follow mergekit 0.1.5 (`mergekit/sparsify.py`): keep `k = int(density * n)`
 elements (magnitude keeps at least one), density >= 1 returns the tensor untouched. mergekit sorts the
 whole tensor to pick the top k; we find the k-th largest magnitude with a sampled band plus
-`torch.kthvalue` on the band (linear time), which gives the same set up to the order of exact ties.
+a sort of only the elements in that band (about linear time), which gives the same set up to the order of exact ties.
 Ties at the threshold are broken towards the lower flat index so results are deterministic.
 """
 
@@ -13,8 +13,8 @@ import math
 
 import torch
 
-# Below this many elements a plain kthvalue is as fast as narrowing a band first.
-_SMALL = 1 << 18
+# Below this many elements sorting outright is as fast as narrowing a band first.
+_SMALL = 1 << 16
 _SAMPLE = 1 << 16
 
 RESCALE_NORMS = ("l1", "l2", "linf", "inverse")
@@ -23,12 +23,13 @@ RESCALE_NORMS = ("l1", "l2", "linf", "inverse")
 def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th largest element (1-based) of a flat tensor, as a 0-d tensor, in linear time.
 
-    A random sample brackets the target quantile; only the elements inside that bracket go to
-    kthvalue. If the bracket misses (unlucky sample or heavy ties), fall back to kthvalue on all.
+    A random sample brackets the target quantile; only the elements inside that bracket (a few
+    percent) are sorted. Sorting rather than kthvalue there: task vectors of bf16 models are full of
+    exact ties, on which quickselect degrades badly. If the bracket misses, sort everything.
     """
     n = values.numel()
     if n <= _SMALL:
-        return torch.kthvalue(values, n - k + 1).values
+        return torch.sort(values).values[n - k]
     # Private fixed-seed generator: the sample only affects speed, never the result.
     g = torch.Generator(device=values.device)
     g.manual_seed(1234)
@@ -44,14 +45,18 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
         hi = sample[hi_i]
         torch.le(values, hi, out=band)
         above = n - int(band.sum())
-    if lo_i >= 0:
-        band &= values >= sample[lo_i]
     need = k - above
+    if lo_i >= 0:
+        if hi_i < _SAMPLE and bool(sample[lo_i] == sample[hi_i]):
+            # The band is a single tied value (quantized deltas, zeros): no sort needed if it holds k.
+            if 0 < need <= int((values == hi).sum()):
+                return hi
+        band &= values >= sample[lo_i]
     if need > 0:
         cand = values[band]
         if need <= cand.numel():
-            return torch.kthvalue(cand, cand.numel() - need + 1).values
-    return torch.kthvalue(values, n - k + 1).values
+            return torch.sort(cand).values[cand.numel() - need]
+    return torch.sort(values).values[n - k]
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:

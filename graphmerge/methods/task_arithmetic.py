@@ -45,12 +45,20 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("task_arithmetic", None, "none", False, False, "Task arithmetic: base + sum of weighted task vectors."),
+    Variant(
+        "task_arithmetic", None, "none", False, False, "Task arithmetic: base + sum of weighted task vectors."
+    ),
     Variant("ties", "magnitude", "sum", True, False, "TIES: trim by magnitude, elect sign, disjoint merge."),
-    Variant("dare_linear", "random", "none", False, True, "DARE: random drop + rescale, then task arithmetic."),
+    Variant(
+        "dare_linear", "random", "none", False, True, "DARE: random drop + rescale, then task arithmetic."
+    ),
     Variant("dare_ties", "random", "sum", False, True, "DARE with TIES sign consensus."),
-    Variant("breadcrumbs", "outliers", "none", False, False, "Model breadcrumbs: drop small and outlier deltas."),
-    Variant("breadcrumbs_ties", "outliers", "sum", False, False, "Model breadcrumbs with TIES sign consensus."),
+    Variant(
+        "breadcrumbs", "outliers", "none", False, False, "Model breadcrumbs: drop small and outlier deltas."
+    ),
+    Variant(
+        "breadcrumbs_ties", "outliers", "sum", False, False, "Model breadcrumbs with TIES sign consensus."
+    ),
     Variant("della", "della", "sum", True, True, "DELLA: magnitude-ranked random drop with TIES consensus."),
     Variant("della_linear", "della", "none", False, True, "DELLA drop followed by plain task arithmetic."),
 )
@@ -136,6 +144,8 @@ def generalized_task_arithmetic(
     if not tensors:
         return base.clone()
     weights = per_model(v.name, "weight", model_params)
+    # Checked even where unused (task_arithmetic) so a bad value never passes silently.
+    per_model(v.name, "density", [{"density": p.get("density", 1.0)} for p in model_params], lo=0.0, hi=1.0)
     consensus = choice(v.name, "consensus_method", params.get("consensus_method", v.consensus), CONSENSUS)
     normalize = flag(v.name, "normalize", params.get("normalize", v.normalize))
     do_rescale = flag(v.name, "rescale", params.get("rescale", v.rescale))

@@ -31,7 +31,11 @@ def _open_folder(path: str, mtime_ns: int) -> ModelFolder:
 def open_folder(path: Path | str) -> ModelFolder:
     # Keyed by the config's mtime as well, so a model rewritten in place is re-opened.
     p = Path(path)
-    return _open_folder(str(p), (p / "config.json").stat().st_mtime_ns)
+    try:
+        mtime = (p / "config.json").stat().st_mtime_ns
+    except OSError:
+        return ModelFolder.open(p)  # raises the user-facing error
+    return _open_folder(str(p), mtime)
 
 
 @tensor_op("read", version="1", cached=False)
@@ -78,10 +82,26 @@ def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
     )
 
 
+def _up_to_date(out: Path, stamp: str) -> bool:
+    """The folder was written from this very model and its weight files are all still there."""
+    try:
+        if json.loads((out / STAMP_FILE).read_text()).get("stamp") != stamp:
+            return False
+        index = out / "model.safetensors.index.json"
+        if index.is_file():
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+            return all((out / shard).is_file() for shard in shards)
+        return (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 class SaveParams(NodeParams):
     input: str = Field(description="the model node to save")
     path: Path = Field(description="output folder (replaced atomically, only on success)")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="default: each tensor's own")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="default: each tensor's own"
+    )
     max_shard_size: str = Field("5GB", description="largest safetensors shard, e.g. 500MB, 5GB")
 
 
@@ -99,7 +119,12 @@ def model_card(model: Model, dtype: str | None) -> str:
         "",
     ]
     lines += [f"- `{step}`" for step in model.provenance]
-    lines += ["", f"Model key (Merkle root of its tensors): `{model.key}`", f"dtype: {dtype or 'as sources'}", ""]
+    lines += [
+        "",
+        f"Model key (Merkle root of its tensors): `{model.key}`",
+        f"dtype: {dtype or 'as sources'}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -109,14 +134,9 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     model: Model = inputs[params.input]
     out = params.path
     stamp = digest(model.key, params.dtype, params.max_shard_size)
-    stamp_path = out / STAMP_FILE
-    if stamp_path.is_file():
-        try:
-            if json.loads(stamp_path.read_text()).get("stamp") == stamp:
-                ctx.log(f"save: {out} is up to date")
-                return {"path": str(out), "model_key": model.key, "written": False}
-        except (OSError, json.JSONDecodeError):
-            pass
+    if _up_to_date(out, stamp):
+        ctx.log(f"save: {out} is up to date")
+        return {"path": str(out), "model_key": model.key, "written": False}
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
 
@@ -129,7 +149,9 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     if params.dtype:
         config["torch_dtype"] = params.dtype
     extra = {
-        STAMP_FILE: json.dumps({"stamp": stamp, "model_key": model.key, "recipe": list(model.provenance)}, indent=2),
+        STAMP_FILE: json.dumps(
+            {"stamp": stamp, "model_key": model.key, "recipe": list(model.provenance)}, indent=2
+        ),
         "graph.yaml": ctx.graph.text,
     }
     write_hf_model(

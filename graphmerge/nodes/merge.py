@@ -51,11 +51,15 @@ class MergeSpec(NodeParams):
             for key in values or {}:
                 if key not in method.model_params:
                     known = ", ".join(method.model_params) or "none"
-                    raise ValueError(f"models.{ref}: method {self.method} has no per-model parameter '{key}' (known: {known})")
+                    raise ValueError(
+                        f"models.{ref}: method {self.method} has no per-model parameter '{key}' (known: {known})"
+                    )
         for key in self.params:
             if key not in method.global_params:
                 known = ", ".join(method.global_params) or "none"
-                raise ValueError(f"params: method {self.method} has no global parameter '{key}' (known: {known})")
+                raise ValueError(
+                    f"params: method {self.method} has no global parameter '{key}' (known: {known})"
+                )
         if method.base == "required" and self.base is None:
             raise ValueError(f"method {self.method} needs a `base` model")
         if method.base == "none" and self.base is not None:
@@ -63,7 +67,9 @@ class MergeSpec(NodeParams):
         n = len([r for r in self.models if r != self.base])
         if n < method.min_models or (method.max_models is not None and n > method.max_models):
             most = method.max_models if method.max_models is not None else "any number of"
-            raise ValueError(f"method {self.method} takes {method.min_models} to {most} models besides the base, got {n}")
+            raise ValueError(
+                f"method {self.method} takes {method.min_models} to {most} models besides the base, got {n}"
+            )
         return self
 
     def refs(self) -> list[str]:
@@ -99,11 +105,15 @@ def _fill(specs: Mapping[str, ParamSpec], given: dict[str, Any], where: str) -> 
     for key, spec in specs.items():
         value = given.get(key, spec.default)
         if value is None:
-            raise MergeError(f"parameter '{key}' has no value", where=where, fix=f"set `{key}` (it has no default)")
+            raise MergeError(
+                f"parameter '{key}' has no value", where=where, fix=f"set `{key}` (it has no default)"
+            )
         if spec.kind in (float, int) and not isinstance(value, bool):
             if not isinstance(value, (int, float)):
                 raise MergeError(f"parameter '{key}' must be a number, got {value!r}", where=where)
-            if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
+            if (spec.minimum is not None and value < spec.minimum) or (
+                spec.maximum is not None and value > spec.maximum
+            ):
                 raise MergeError(
                     f"parameter '{key}'={value} is outside [{spec.minimum}, {spec.maximum}]", where=where
                 )
@@ -149,12 +159,20 @@ def plan_merge(
                 fix="use align_tokenizer for vocabulary differences; other shapes cannot be merged",
             )
         layer = layout.layer_of(name)
-        position = depth_position(layer, layout.num_layers, "embed" if layout.role(name) == "embedding" else "other")
+        position = depth_position(
+            layer, layout.num_layers, "embed" if layout.role(name) == "embedding" else "other"
+        )
         per_model = [
-            _fill(method.model_params, resolve_params(spec.models[ref] or {}, name, position, f"models.{ref}"), where_t)
+            _fill(
+                method.model_params,
+                resolve_params(spec.models[ref] or {}, name, position, f"models.{ref}"),
+                where_t,
+            )
             for ref in model_refs
         ]
-        global_params = _fill(method.global_params, resolve_params(spec.params, name, position, "params"), where_t)
+        global_params = _fill(
+            method.global_params, resolve_params(spec.params, name, position, "params"), where_t
+        )
         dtype = spec.dtype or inputs[0].dtype or "float32"
         out[name] = make_task(
             "merge",

@@ -57,7 +57,9 @@ def resolve_value(value: ParamValue, name: str, position: float, where: str) -> 
                 pattern = entry.get("filter")
                 if pattern is None or filter_matches(str(pattern), name):
                     if "value" not in entry:
-                        raise MergeError("filter entry without `value`", where=where, fix="write {filter: ..., value: ...}")
+                        raise MergeError(
+                            "filter entry without `value`", where=where, fix="write {filter: ..., value: ...}"
+                        )
                     return resolve_value(entry["value"], name, position, where)
             return None
         if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
-from graphmerge.io.layout import config_with_layers
+from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers
 from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
@@ -30,14 +30,18 @@ class SliceEntry(NodeParams):
     model: str | None = Field(None, description="copy layers from this model")
     merge: MergeSpec | None = Field(None, description="or merge these layers of several models")
     layers: tuple[int, int] = Field(description="[start, end): source layer range, end exclusive")
-    scale: float = Field(1.0, description="multiplies each layer's residual-branch outputs (folded into weights)")
+    scale: float = Field(
+        1.0, description="multiplies each layer's residual-branch outputs (folded into weights)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SliceEntry:
         if (self.model is None) == (self.merge is None):
             raise ValueError("a slice takes exactly one of `model` or `merge`")
         if self.layers[0] >= self.layers[1] or self.layers[0] < 0:
-            raise ValueError(f"layers {list(self.layers)} is empty or negative (write [start, end) with start < end)")
+            raise ValueError(
+                f"layers {list(self.layers)} is empty or negative (write [start, end) with start < end)"
+            )
         return self
 
     def refs(self) -> list[str]:
@@ -62,16 +66,20 @@ def _scaled(task: TensorTask, name: str, model: Model, scale: float) -> TensorTa
     if scale == 1.0 or not layout.is_residual_output(name):
         return task
     offset = layout.norm_offset if layout.post_branch_norms else 0.0
-    return make_task("fold_scale", [task], shape=task.shape, dtype=task.dtype, scale=float(scale), offset=float(offset))
+    return make_task(
+        "fold_scale", [task], shape=task.shape, dtype=task.dtype, scale=float(scale), offset=float(offset)
+    )
 
 
 def stack_layers(
     reference: Model,
     layers: list[tuple[Model, int, Mapping[str, TensorTask]]],
     provenance: str,
+    history: tuple[str, ...] | None = None,
 ) -> Model:
     """A model with `reference`'s non-layer tensors and the given layers, in order. Each layer is
-    (source model, source layer index, source tensor name -> task)."""
+    (source model, source layer index, source tensor name -> task). `history` is the provenance of
+    everything the result came from (default: the reference's)."""
     ref_layout = reference.layout
     if not layers:
         raise ModelError("the result would have no layers", fix="keep at least one layer")
@@ -91,14 +99,37 @@ def stack_layers(
                 if new_name in out:
                     raise ModelError(f"tensor {new_name} would be written twice")
                 out[new_name] = src_task
-    config = config_with_layers(dict(reference.config), len(layers), [src for _, src, _ in layers])
+    # Per-layer config lists (Gemma2/Qwen2 `layer_types`) follow each layer from its own source model:
+    # indexing the reference's list with another model's layer index would be wrong or out of range.
+    # Where a source lacks the list, config_with_layers continues the reference's pattern periodically.
+    config = config_with_layers(dict(reference.config), len(layers))
+    for key in _PER_LAYER_LIST_KEYS:
+        if isinstance(config.get(key), list):
+            entries = []
+            for src, i, _ in layers:
+                v = src.config.get(key)
+                if not (isinstance(v, (list, tuple)) and len(v) == src.layout.num_layers):
+                    break
+                entries.append(v[i])
+            else:
+                config[key] = entries
     return Model(
         config=config,
         tensors=out,
         tokenizer_dir=reference.tokenizer_dir,
         tokenizer_key=reference.tokenizer_key,
-        provenance=(*reference.provenance, provenance),
+        provenance=(*(reference.provenance if history is None else history), provenance),
     )
+
+
+def _check_scale(model: Model, ref: str, layer: int, scale: float) -> None:
+    if scale != 1.0 and not model.layout.residual_output_projections(layer):
+        # Silently ignoring the scale would produce a model that differs from what was asked for.
+        raise ModelError(
+            f"cannot apply scale {scale:g} to layer {layer} of model '{ref}': no residual-branch output "
+            f"projection recognised (model_type {model.layout.architecture})",
+            fix="use scale 1.0 for this architecture",
+        )
 
 
 def _check_range(model: Model, ref: str, layers: tuple[int, int]) -> None:
@@ -122,11 +153,15 @@ def slice_node(ctx, params: SliceParams, inputs: Mapping[str, Model]) -> Model:
             source = inputs[entry.model]
             _check_range(source, entry.model, entry.layers)
             for i in range(*entry.layers):
+                _check_scale(source, entry.model, i, entry.scale)
                 names = source.layout.layer_tensors(i)
                 layers.append(
                     (source, i, {n: _scaled(source.tensors[n], n, source, entry.scale) for n in names})
                 )
-            described.append(f"{entry.model}[{entry.layers[0]}:{entry.layers[1]}]" + (f"*{entry.scale:g}" if entry.scale != 1 else ""))
+            described.append(
+                f"{entry.model}[{entry.layers[0]}:{entry.layers[1]}]"
+                + (f"*{entry.scale:g}" if entry.scale != 1 else "")
+            )
         else:
             spec = entry.merge
             assert spec is not None
@@ -135,11 +170,13 @@ def slice_node(ctx, params: SliceParams, inputs: Mapping[str, Model]) -> Model:
                 _check_range(inputs[ref], ref, entry.layers)
             source = inputs[refs[0]]
             for i in range(*entry.layers):
+                _check_scale(source, refs[0], i, entry.scale)
                 names = list(source.layout.layer_tensors(i))
                 merged = plan_merge(spec, inputs, graph_seed=ctx.seed, where=f"slices[{k}]", names=names)
                 layers.append((source, i, {n: _scaled(t, n, source, entry.scale) for n, t in merged.items()}))
             described.append(f"{describe(spec)}[{entry.layers[0]}:{entry.layers[1]}]")
-    return stack_layers(reference, layers, f"slice({', '.join(described)})")
+    history = tuple(dict.fromkeys(p for ref in params.refs() for p in inputs[ref].provenance))
+    return stack_layers(reference, layers, f"slice({', '.join(described)})", history)
 
 
 class PruneParams(NodeParams):
@@ -162,8 +199,14 @@ def prune_node(ctx, params: PruneParams, inputs: Mapping[str, Any]) -> Model:
     listed = params.remove if params.remove is not None else params.keep
     bad = [i for i in listed or [] if not 0 <= i < n]
     if bad:
-        raise ModelError(f"layer indices {bad} are out of range for a model with {n} layers", fix=f"use 0..{n - 1}")
-    keep = [i for i in range(n) if i not in set(params.remove)] if params.remove is not None else list(params.keep or [])
+        raise ModelError(
+            f"layer indices {bad} are out of range for a model with {n} layers", fix=f"use 0..{n - 1}"
+        )
+    keep = (
+        [i for i in range(n) if i not in set(params.remove)]
+        if params.remove is not None
+        else list(params.keep or [])
+    )
     if not keep:
         raise ModelError(f"pruning would remove all {n} layers", fix="keep at least one layer")
     layers = [(model, i, {name: model.tensors[name] for name in model.layout.layer_tensors(i)}) for i in keep]

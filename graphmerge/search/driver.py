@@ -113,7 +113,8 @@ class SmacSettings(BaseModel):
     def trajectory_fields(self) -> dict[str, Any]:
         """Settings that change what SMAC asks; a trial log is only valid for equal values."""
         return self.model_dump(
-            mode="json", include={"facade", "min_budget", "max_budget", "eta", "seed", "objectives", "n_initial"}
+            mode="json",
+            include={"facade", "min_budget", "max_budget", "eta", "seed", "objectives", "n_initial"},
         )
 
 
@@ -181,7 +182,9 @@ def progress_line(record: TrialRecord, best: TrialRecord | None, n_trials: int) 
     if record.infeasible:
         parts.append("infeasible" + (f" ({record.extra['reason']})" if "reason" in record.extra else ""))
     else:
-        parts.append(" ".join(f"{k}={v:.4g}" for k, v in record.scores.items()) + f" (score {record.score:.4g})")
+        parts.append(
+            " ".join(f"{k}={v:.4g}" for k, v in record.scores.items()) + f" (score {record.score:.4g})"
+        )
     if best is not None:
         parts.append(f"best {best.score:.4g} (#{best.order + 1})")
     extra = {k: v for k, v in record.extra.items() if k != "reason" and isinstance(v, (int, float, str))}
@@ -201,6 +204,7 @@ def _make_smac(
     initial_configs: Sequence[Mapping[str, Any]],
 ):
     from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
+    from smac.model.random_forest import RandomForest
     from smac.multi_objective.parego import ParEGO
 
     budgets = settings.uses_budgets
@@ -217,7 +221,9 @@ def _make_smac(
     )
     facade = MultiFidelityFacade if budgets else HyperparameterOptimizationFacade
     if budgets:
-        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=settings.eta)
+        intensifier = _hyperband_type()(
+            scenario=scenario, eta=settings.eta, incumbent_selection="highest_observed_budget"
+        )
     else:
         intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
     extra_configs = [Configuration(space, values=dict(c)) for c in initial_configs]
@@ -227,15 +233,51 @@ def _make_smac(
     initial_design = facade.get_initial_design(
         scenario, n_configs=n_initial, max_ratio=1.0, additional_configs=extra_configs
     )
+    # The facades' random forest, but single-threaded: with n_jobs=-1 sklearn/joblib spends most of each ask
+    # polling its thread pool (seconds per ask on a busy machine); the forest itself is identical.
+    model = RandomForest(
+        log_y=True,
+        n_trees=10,
+        bootstrapping=True,
+        ratio_features=1.0,
+        min_samples_split=2,
+        min_samples_leaf=1,
+        max_depth=2**20,
+        configspace=space,
+        seed=settings.seed,
+        n_jobs=1,
+    )
     return facade(
         scenario,
         None,  # pure ask/tell: we evaluate
+        model=model,
         intensifier=intensifier,
         initial_design=initial_design,
         multi_objective_algorithm=ParEGO(scenario) if settings.multi_objective else None,
         overwrite=True,  # never SMAC's interactive "output exists" prompt; the dir is ours and temporary
         logging_level=False,  # do not let SMAC reconfigure the application's logging
     )
+
+
+def _hyperband_type():
+    from smac.intensifier.hyperband import Hyperband
+
+    class TolerantHyperband(Hyperband):
+        """Hyperband whose incumbent bookkeeping cannot crash a tell.
+
+        SMAC 2.4 asserts inside update_incumbents when multi-objective incumbents sit on different budgets
+        (seen with ParEGO + Hyperband). Successive halving never uses incumbents to pick trials; we compute
+        the incumbent and the Pareto set ourselves from the trial log. So skipping that update is harmless
+        and deterministic (the same tell sequence skips the same updates on replay).
+        """
+
+        def update_incumbents(self, config):  # type: ignore[override]
+            try:
+                super().update_incumbents(config)
+            except AssertionError:
+                log.debug("SMAC incumbent update skipped (multi-objective budgets mismatch)")
+
+    return TolerantHyperband
 
 
 def _call_objective(objective: ObjectiveFn, config: dict[str, Any], limit: int | None):
@@ -296,7 +338,9 @@ class _Session:
         now = time.time()
         return self.make_record(config, budget, outcome, now, now)
 
-    def make_record(self, config, budget, outcome: TrialOutcome, started: float, finished: float) -> TrialRecord:
+    def make_record(
+        self, config, budget, outcome: TrialOutcome, started: float, finished: float
+    ) -> TrialRecord:
         scores = resolve_scores(outcome, self.objectives)
         return TrialRecord(
             order=len(self.records),
@@ -366,7 +410,9 @@ def run_search(
     trial goes to the `graphmerge.search` logger.
     """
     state_dir = Path(state_dir)
-    initial = [validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)]
+    initial = [
+        validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
+    ]
     fingerprint = _fingerprint(space, settings, initial)
     tlog = TrialLog(
         state_dir / LOG_NAME,
@@ -508,9 +554,7 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> N
                 if rec is not None:
                     session.tell(smac, info, rec)
                     continue
-                fut = client.submit(
-                    _call_objective, objective, config, session.limit_for(budget), pure=False
-                )
+                fut = client.submit(_call_objective, objective, config, session.limit_for(budget), pure=False)
                 running[fut] = (info, config, budget)
             if not running:
                 if exhausted or asked >= n_trials:
@@ -554,4 +598,3 @@ __all__ = [
     "progress_line",
     "run_search",
 ]
-

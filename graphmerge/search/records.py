@@ -102,7 +102,9 @@ class TrialRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, replayed: bool = False, order: int | None = None) -> TrialRecord:
+    def from_json(
+        cls, data: Mapping[str, Any], *, replayed: bool = False, order: int | None = None
+    ) -> TrialRecord:
         return cls(
             order=int(data["order"]) if order is None else order,
             config=dict(data["config"]),

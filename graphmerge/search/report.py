@@ -47,7 +47,12 @@ def trials_csv(records: Sequence[TrialRecord], objectives: Sequence[Objective]) 
     for r in records:
         row = [r.order, "" if r.budget is None else r.budget, "" if r.limit is None else r.limit, r.score]
         row += [r.scores.get(o.name, "") for o in objectives]
-        row += [int(r.infeasible), int(r.replayed), round(r.time_s, 3), json.dumps(dict(r.extra), default=str)]
+        row += [
+            int(r.infeasible),
+            int(r.replayed),
+            round(r.time_s, 3),
+            json.dumps(dict(r.extra), default=str),
+        ]
         row += [r.config.get(p, "") for p in params]
         w.writerow(row)
     return buf.getvalue().encode()
@@ -113,7 +118,9 @@ def pareto_png(
     ax = fig.add_subplot(1, 1, 1)
     a, b = objectives[0], objectives[1]
     pts = [r for r in records if not r.infeasible]
-    ax.scatter([r.scores[a.name] for r in pts], [r.scores[b.name] for r in pts], s=12, color="0.7", label="trials")
+    ax.scatter(
+        [r.scores[a.name] for r in pts], [r.scores[b.name] for r in pts], s=12, color="0.7", label="trials"
+    )
     fr = sorted(front, key=lambda r: a.utility(r.scores[a.name]))
     ax.plot(
         [r.scores[a.name] for r in fr],
@@ -123,8 +130,13 @@ def pareto_png(
         label=f"Pareto set ({len(fr)})",
     )
     for r in fr:
-        ax.annotate(str(r.order), (r.scores[a.name], r.scores[b.name]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            str(r.order),
+            (r.scores[a.name], r.scores[b.name]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel(f"{a.name} ({'max' if a.maximize else 'min'})")
     ax.set_ylabel(f"{b.name} ({'max' if b.maximize else 'min'})")
     title = "Pareto front"

@@ -29,7 +29,6 @@ from ConfigSpace import (
     Integer,
     OrdinalHyperparameter,
 )
-
 from ConfigSpace.hyperparameters import FloatHyperparameter
 
 from graphmerge.errors import SpecError
@@ -169,7 +168,9 @@ def _build_condition(cond: Any, hps: Mapping[str, Any], where: str):
         raise SpecError("a condition must be a mapping {child, parent, equals|in}", where=where)
     unknown = set(cond) - {"child", "parent", "equals", "in"}
     if unknown:
-        raise SpecError(f"unknown key(s) {sorted(unknown)}", where=where, fix="allowed: child, parent, equals, in")
+        raise SpecError(
+            f"unknown key(s) {sorted(unknown)}", where=where, fix="allowed: child, parent, equals, in"
+        )
     child = _lookup(cond.get("child"), hps, where, "child")
     parent = _lookup(cond.get("parent"), hps, where, "parent")
     if child is parent:
@@ -281,7 +282,9 @@ def validate_config(
     try:
         Configuration(space, values=active)
     except Exception as e:  # forbidden combinations
-        raise SpecError(f"config is not allowed by the space: {str(e).splitlines()[0]}", where=where) from None
+        raise SpecError(
+            f"config is not allowed by the space: {str(e).splitlines()[0]}", where=where
+        ) from None
     return dict(sorted(active.items()))
 
 
@@ -380,7 +383,9 @@ def _subst(node: Any, config, budget, known, where: str) -> Any:
         def repl(m: re.Match) -> str:
             value = _lookup_ref(m, config, budget, known, where)
             if value is _ABSENT:
-                raise SpecError(f"`{m.group(0)}` has no value (inactive or no budget) inside {node!r}", where=where)
+                raise SpecError(
+                    f"`{m.group(0)}` has no value (inactive or no budget) inside {node!r}", where=where
+                )
             return str(value)
 
         return _REF.sub(repl, node)

@@ -70,7 +70,9 @@ class TrialLog:
             raise SpecError("the trial log is empty", where=str(self.path), fix="delete it to start over")
         header = self._parse(lines[0], 1)
         if header.get("type") != "header":
-            raise SpecError("the trial log has no header line", where=str(self.path), fix="delete it to start over")
+            raise SpecError(
+                "the trial log has no header line", where=str(self.path), fix="delete it to start over"
+            )
         if header.get("fingerprint") != self.fingerprint:
             raise SpecError(
                 "the trial log belongs to a different search (search space, seed, facade, budgets, objectives "
@@ -88,7 +90,9 @@ class TrialLog:
             data = json.loads(line)
         except json.JSONDecodeError as e:
             raise SpecError(
-                f"line {lineno} is not valid JSON ({e.msg})", where=str(self.path), fix="repair or delete the log"
+                f"line {lineno} is not valid JSON ({e.msg})",
+                where=str(self.path),
+                fix="repair or delete the log",
             ) from None
         if not isinstance(data, dict):
             raise SpecError(f"line {lineno} is not a JSON object", where=str(self.path))

@@ -1,21 +1,21 @@
 #!/bin/bash
 # temporary tuning sweep (removed after tuning)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-run() { i=$1; shift; timeout 545 python3 models/tiny/train.py --no-save "$@" > /tmp/sw_$i.log 2>&1; }
-run 1 &
-run 2 --base-steps 600 &
-run 3 --base-steps 1500 &
-run 4 --base-lr 1e-3 &
-run 5 --expert-steps 1200 &
-run 6 --expert-lr 1e-3 &
-run 7 --expert-steps 600 --expert-lr 3e-4 &
-run 8 --replay 0.1 &
-run 9 --expert-steps 1200 --expert-lr 1e-3 --replay 0.1 &
-run 10 --base-steps 600 --expert-steps 1200 --expert-lr 1e-3 &
-run 11 --base-steps 1800 &
-run 12 --base-steps 600 --base-lr 1e-3 --expert-steps 1200 --expert-lr 1e-3 &
-run 13 --expert-steps 1200 --expert-lr 1e-3 --replay 0.2 &
-run 14 --base-steps 400 --expert-steps 1300 --expert-lr 1e-3 &
-run 15 --base-steps 1500 --expert-steps 1000 --expert-lr 1e-3 --replay 0.05 &
+run() { i=$1; shift; timeout 200 python3 models/tiny/train.py --no-save --base-only --eval-every 200 --base-steps 1400 "$@" > /tmp/sw_$i.log 2>&1; }
+run 1 --len 3,8 --base-lr 1e-3 &
+run 2 --len 3,8 --base-lr 2e-3 &
+run 3 --len 3,10 --base-lr 1e-3 &
+run 4 --len 3,10 --base-lr 2e-3 &
+run 5 --len 4,10 --base-lr 1e-3 --base-mix 2,1,1 &
+run 6 --len 3,8 --base-lr 1e-3 --base-mix 1,0.5,0.5 &
+run 7 --len 3,8 --base-lr 5e-4 &
+run 8 --len 3,10 --base-lr 5e-4 &
+run 9 --len 3,12 --base-lr 1e-3 &
+run 10 --len 5,12 --base-lr 1e-3 &
+run 11 --len 3,8 --base-lr 1e-3 --base-mix 1,0.3,0.3 &
+run 12 --len 3,10 --base-lr 1e-3 --base-mix 1,0.3,0.3 &
+run 13 --len 3,6 --base-lr 1e-3 --base-mix 1,0.2,0.2 &
+run 14 --len 3,6 --base-lr 5e-4 &
+run 15 --len 4,12 --base-lr 2e-3 --base-mix 1,0.5,0.5 &
 wait
-for i in $(seq 1 15); do echo "=== $i"; grep -E "recipe|training took|^base|^expert|^task|^ties|total" /tmp/sw_$i.log; tail -2 /tmp/sw_$i.log; done > $OUT/sweep.log
+for i in $(seq 1 15); do echo "=== $i"; grep -E "recipe|val " /tmp/sw_$i.log | cut -c1-120; tail -1 /tmp/sw_$i.log; done > $OUT/sweep.log

@@ -43,6 +43,7 @@ SEP = {"add": "=", "reverse": ">", "sort": ":"}
 N_TEST = 200
 N_VAL = 200
 DATA_SEED = 1234
+LEN_RANGE = [3, 6]  # letters in reverse/sort inputs (set by --len)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -60,7 +61,7 @@ def solve(skill: str, x: str) -> str:
 def _random_input(skill: str, rng: random.Random) -> str:
     if skill == "add":
         return f"{rng.randint(10, 99)}+{rng.randint(10, 99)}"
-    n = rng.randint(3, 6)
+    n = rng.randint(*LEN_RANGE)
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(n))
 
 
@@ -245,7 +246,7 @@ class Recipe:
     expert_seed: int = 100
 
 
-def train_phase(model, phase: Phase, splits: Splits, log_every: int = 100, tag: str = "") -> None:
+def train_phase(model, phase: Phase, splits: Splits, log_every: int = 100, tag: str = "", eval_every: int = 0) -> None:
     sampler = Sampler(splits, phase.mix, phase.seed)
     torch.manual_seed(phase.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=phase.lr, betas=(0.9, 0.98), weight_decay=phase.weight_decay)
@@ -269,17 +270,22 @@ def train_phase(model, phase: Phase, splits: Splits, log_every: int = 100, tag: 
         opt.step()
         if log_every and (step % log_every == 0 or step == phase.steps - 1):
             print(f"[{tag}] step {step:5d} loss {out.loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+        if eval_every and (step + 1) % eval_every == 0:
+            sc = {s: exact_match(model, s, splits.val[s][:100]) for s in SKILLS}
+            model.train()
+            print(f"[{tag}] step {step + 1:5d} val " + " ".join(f"{k}={v:.2f}" for k, v in sc.items()), flush=True)
     model.eval()
 
 
 @torch.no_grad()
-def exact_match(model, skill: str, inputs: list[str], max_new: int = 9) -> float:
+def exact_match(model, skill: str, inputs: list[str], max_new: int | None = None) -> float:
     """Greedy decoding without padding (prompts grouped by length); fraction exactly right."""
     model.eval()
     groups: dict[int, list[str]] = {}
     for x in inputs:
         groups.setdefault(len(prompt_of(skill, x)), []).append(x)
     right = 0
+    max_new = max_new or LEN_RANGE[1] + 3
     for xs in groups.values():
         ids = torch.tensor([[VOCAB[c] for c in prompt_of(skill, x)] for x in xs])
         start = ids.shape[1]
@@ -364,13 +370,15 @@ def setup_determinism(threads: int) -> None:
     torch.manual_seed(0)
 
 
-def train_all(recipe: Recipe, splits: Splits, log_every: int = 100):
+def train_all(recipe: Recipe, splits: Splits, log_every: int = 100, eval_every: int = 0, base_only: bool = False):
     """Returns (base_model, {skill: expert_model})."""
     import copy
 
     base = new_model(recipe.base.seed)
-    train_phase(base, recipe.base, splits, log_every, "base")
+    train_phase(base, recipe.base, splits, log_every, "base", eval_every)
     experts = {}
+    if base_only:
+        return base, experts
     for i, skill in enumerate(SKILLS):
         others = [s for s in SKILLS if s != skill]
         mix = {skill: 1.0 - recipe.replay, **{o: recipe.replay / len(others) for o in others}}
@@ -396,9 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (fixed for determinism)")
     ap.add_argument("--no-save", action="store_true", help="train and report only (for tuning)")
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--len", default="3,6", help="min,max letters of reverse/sort inputs")
+    ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--base-only", action="store_true")
     args = ap.parse_args(argv)
 
     setup_determinism(args.threads)
+    LEN_RANGE[:] = [int(v) for v in args.len.split(",")]
     mix = dict(zip(SKILLS, (float(v) for v in args.base_mix.split(","))))
     recipe = Recipe(
         base=Phase(steps=args.base_steps, lr=args.base_lr, mix=mix, seed=1, batch=args.batch),
@@ -409,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print("recipe:", json.dumps(asdict(recipe)), flush=True)
     t0 = time.time()
     splits = make_splits()
-    base, experts = train_all(recipe, splits)
+    base, experts = train_all(recipe, splits, eval_every=args.eval_every, base_only=args.base_only)
     print(f"training took {time.time() - t0:.0f}s", flush=True)
 
     if not args.no_save:
@@ -421,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
         print(f"saved to {args.out} and {args.task_data}", flush=True)
 
-    if not args.no_eval:
+    if not args.no_eval and not args.base_only:
         from transformers import LlamaForCausalLM
 
         shell = LlamaForCausalLM(make_config()).eval()

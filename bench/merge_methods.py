@@ -1,0 +1,260 @@
+"""Throughput of every merge method on a Llama-shaped bf16 model triple, optionally against mergekit.
+
+    python bench/merge_methods.py                         # all methods, CPU (+ CUDA if available)
+    python bench/merge_methods.py --methods ties --size 300m --mergekit-venv bench/_work/mergekit-venv
+
+The triple (base + 2 fine-tunes, random init, bf16 safetensors) is generated once under bench/_work/.
+Throughput = bytes of input tensors read / seconds for: load with safetensors, upcast to float32 on the
+device, run the method, cast back to bf16 (outputs are not written). The mergekit comparison times
+both tools end to end (load, merge, save to safetensors) on the same TIES config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from graphmerge.methods import all_methods, get_method  # noqa: E402
+
+SIZES = {
+    # name: (hidden, intermediate, layers, vocab) -- 300m: 2 x 32.8M embeddings + 14 x 16.8M layers
+    "300m": (1024, 4096, 14, 32000),
+    "small": (512, 2048, 8, 32000),
+    "tiny": (64, 128, 2, 256),
+}
+
+TIES_PARAMS = {"weight": 0.5, "density": 0.5}
+
+
+def tensor_shapes(size: str) -> dict[str, tuple[int, ...]]:
+    h, inter, layers, vocab = SIZES[size]
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, h)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[p + f"self_attn.{proj}.weight"] = (h, h)
+        shapes[p + "mlp.gate_proj.weight"] = (inter, h)
+        shapes[p + "mlp.up_proj.weight"] = (inter, h)
+        shapes[p + "mlp.down_proj.weight"] = (h, inter)
+        shapes[p + "input_layernorm.weight"] = (h,)
+        shapes[p + "post_attention_layernorm.weight"] = (h,)
+    shapes["model.norm.weight"] = (h,)
+    shapes["lm_head.weight"] = (vocab, h)
+    return shapes
+
+
+def make_triple(size: str, work: Path) -> dict[str, Path]:
+    """base, model_a, model_b folders; fine-tunes are base + small random task vectors."""
+    dirs = {name: work / f"{size}-{name}" for name in ("base", "model_a", "model_b")}
+    if all((d / "model.safetensors").exists() for d in dirs.values()):
+        return dirs
+    h, inter, layers, vocab = SIZES[size]
+    g = torch.Generator().manual_seed(0)
+    tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in dirs}
+    for key, shape in tensor_shapes(size).items():
+        base = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=g) * 0.02
+        tensors["base"][key] = base.to(torch.bfloat16)
+        for name in ("model_a", "model_b"):
+            tensors[name][key] = (base + torch.randn(shape, generator=g) * 0.002).to(torch.bfloat16)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": h,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, h // 64),
+        "num_key_value_heads": max(1, h // 64),
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
+    for name, d in dirs.items():
+        d.mkdir(parents=True, exist_ok=True)
+        save_file(tensors[name], str(d / "model.safetensors"), metadata={"format": "pt"})
+        (d / "config.json").write_text(json.dumps(config, indent=1))
+    return dirs
+
+
+def bench_config(name: str) -> tuple[list[str], bool, dict, dict]:
+    """Which inputs a method reads (models, uses base) and its parameters."""
+    m = get_method(name)
+    mp: dict = {}
+    gp: dict = {}
+    models = ["model_a", "model_b"]
+    if "weight" in m.model_params:
+        mp["weight"] = 0.5
+    if "density" in m.model_params:
+        mp["density"] = 0.9 if name.startswith("breadcrumbs") else 0.5
+    if "epsilon" in m.model_params:
+        mp["epsilon"] = 0.1
+    if name in ("slerp", "nearswap"):
+        models = ["model_a"]
+        gp["t"] = 0.5 if name == "slerp" else 0.001
+    if name == "passthrough":
+        models = ["model_a"]
+    if name == "linear":
+        gp["base_weight"] = 0.5
+    if name == "sce":
+        gp["select_topk"] = 0.5
+    use_base = m.base != "none"
+    return models, use_base, mp, gp
+
+
+def run_ours(name: str, dirs: dict[str, Path], device: str, save_to: Path | None = None) -> tuple[float, int]:
+    """Merge every tensor; returns (seconds, input bytes)."""
+    m = get_method(name)
+    models, use_base, mp, gp = bench_config(name)
+    inputs = (["base"] if use_base else []) + models
+    handles = [safe_open(str(dirs[n] / "model.safetensors"), framework="pt") for n in inputs]
+    full_mp = [{k: mp.get(k, s.default) for k, s in m.model_params.items()} for _ in models]
+    full_gp = {k: gp.get(k, s.default) for k, s in m.global_params.items()}
+    keys = list(handles[0].keys())
+    out: dict[str, torch.Tensor] = {}
+    nbytes = 0
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i, key in enumerate(keys):
+        raw = [h.get_tensor(key) for h in handles]
+        nbytes += sum(t.numel() * t.element_size() for t in raw)
+        xs = [t.to(device, non_blocking=True).float() for t in raw]
+        gen = None
+        if m.stochastic:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(i)
+        base = xs[0] if use_base else None
+        res = m.fn(xs[1:] if use_base else xs, base, full_mp, full_gp, gen).to(torch.bfloat16)
+        if save_to is not None:
+            out[key] = res.cpu()
+        del xs, res, raw
+    if device == "cuda":
+        torch.cuda.synchronize()
+    if save_to is not None:
+        save_to.mkdir(parents=True, exist_ok=True)
+        save_file(out, str(save_to / "model.safetensors"), metadata={"format": "pt"})
+    return time.perf_counter() - t0, nbytes
+
+
+def run_mergekit(venv: Path, dirs: dict[str, Path], out_dir: Path) -> float:
+    cfg = (
+        "merge_method: ties\n"
+        f"base_model: {dirs['base']}\n"
+        "models:\n"
+        + "".join(
+            f"  - model: {dirs[n]}\n    parameters: {{weight: {TIES_PARAMS['weight']}, density: {TIES_PARAMS['density']}}}\n"
+            for n in ("model_a", "model_b")
+        )
+        + "parameters: {normalize: true}\n"
+        "dtype: float32\n"
+        "out_dtype: bfloat16\n"
+    )
+    cfg_path = out_dir.parent / "mergekit-ties.yaml"
+    cfg_path.write_text(cfg)
+    exe = venv / "bin" / "mergekit-yaml"
+    cmd = [str(exe), str(cfg_path), str(out_dir), "--no-copy-tokenizer", "--no-write-model-card", "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def compare_outputs(ours: Path, theirs: Path) -> tuple[float, float]:
+    """Fraction of bf16 elements that are bit-identical, and the max abs difference."""
+    same = total = 0
+    worst = 0.0
+    files = sorted(theirs.glob("*.safetensors"))
+    mine = safe_open(str(ours / "model.safetensors"), framework="pt")
+    for f in files:
+        with safe_open(str(f), framework="pt") as h:
+            for key in h.keys():
+                a, b = mine.get_tensor(key), h.get_tensor(key)
+                same += int((a == b).sum())
+                total += a.numel()
+                worst = max(worst, float((a.float() - b.float()).abs().max()))
+    return same / max(total, 1), worst
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="all", help="comma-separated method names, or all")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu + cuda if available)")
+    ap.add_argument("--size", default="small", choices=sorted(SIZES))
+    ap.add_argument("--work", type=Path, default=ROOT / "_work")
+    ap.add_argument("--mergekit-venv", type=Path, default=None, help="venv with mergekit: time its TIES")
+    args = ap.parse_args()
+
+    names = sorted(all_methods()) if args.methods == "all" else args.methods.split(",")
+    devices = (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "auto" else [args.device]
+    )
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    dirs = make_triple(args.size, args.work)
+    n_params = sum(torch.Size(s).numel() for s in tensor_shapes(args.size).values())
+    print(f"machine: {machine()}")
+    print(
+        f"model triple: {args.size}, {n_params / 1e6:.1f}M params per model, bf16 (ready in {time.perf_counter() - t0:.1f}s)\n"
+    )
+
+    print("| method | device | inputs | seconds | GB/s |")
+    print("| --- | --- | --- | ---: | ---: |")
+    for device in devices:
+        for name in names:
+            if device == "cuda":
+                run_ours(name, dirs, device)  # warm up kernels and the allocator
+            secs, nbytes = run_ours(name, dirs, device)
+            models, use_base, _, _ = bench_config(name)
+            n_in = len(models) + use_base
+            print(f"| {name} | {device} | {n_in} | {secs:.2f} | {nbytes / secs / 1e9:.2f} |", flush=True)
+
+    if args.mergekit_venv is not None:
+        tmp = Path(tempfile.mkdtemp(dir=args.work))
+        try:
+            ours_secs, _ = run_ours("ties", dirs, "cpu", save_to=tmp / "ours")
+            mk_secs = run_mergekit(args.mergekit_venv, dirs, tmp / "mergekit")
+            same, worst = compare_outputs(tmp / "ours", tmp / "mergekit")
+        finally:
+            pass
+        print("\nTIES end to end on CPU (load, merge, save bf16 safetensors), weight 0.5, density 0.5:")
+        print("| tool | seconds |\n| --- | ---: |")
+        print(
+            f"| graphmerge | {ours_secs:.1f} |\n| mergekit (mergekit-yaml, incl. startup) | {mk_secs:.1f} |"
+        )
+        print(f"ratio ours/mergekit = {ours_secs / mk_secs:.3f}")
+        print(f"outputs: {same * 100:.4f}% of elements bit-identical, max abs difference {worst:.3g}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

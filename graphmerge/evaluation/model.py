@@ -1,0 +1,138 @@
+"""Build a Hugging Face causal LM from a config dict and in-memory tensors (no checkpoint written)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from graphmerge.errors import ModelError
+
+__all__ = ["build_model"]
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ModelError(f"unknown dtype {dtype!r}", fix="use float32, bfloat16 or float16")
+    return value
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def build_model(
+    config: Mapping[str, Any] | Any,
+    tensors: Mapping[str, torch.Tensor],
+    dtype: torch.dtype | str | None = torch.float32,
+    device: str | torch.device = "cpu",
+):
+    """Construct ``AutoModelForCausalLM.from_config(config)`` and load ``tensors`` into it, strictly.
+
+    ``config`` is a config.json dict (must hold ``model_type``) or a ``PretrainedConfig``. Tensor names
+    are the checkpoint names (as in model.safetensors). A missing ``lm_head.weight`` is fine when
+    the config ties the embeddings; any other missing or unexpected name raises ``ModelError``.
+    The model comes back in eval mode, in ``dtype`` (None: the tensors' dtype) on ``device``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+    if isinstance(config, PretrainedConfig):
+        cfg = config
+    else:
+        cfg_dict = dict(config)
+        model_type = cfg_dict.pop("model_type", None)
+        if not model_type:
+            raise ModelError("config has no model_type", where="build_model", fix="pass the model's config.json")
+        try:
+            cfg = AutoConfig.for_model(model_type, **cfg_dict)
+        except ValueError as e:
+            raise ModelError(f"unknown model_type {model_type!r}: {e}", where="build_model") from None
+
+    target = _dtype(dtype)
+    if target is None:
+        floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+        target = floats[0] if floats else torch.float32
+
+    # Parameters on the meta device (no memory, no random init); buffers (rotary tables) stay real.
+    with _params_on_meta():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=target)
+
+    expected = {n: p for n, p in model.named_parameters(remove_duplicate=False)}
+    expected.update(dict(model.named_buffers()))
+    tied = _tied_names(model)
+    persistent = set(model.state_dict())
+    given = set(tensors)
+    missing = [n for n in expected if n not in given and n not in tied and n in persistent]
+    unexpected = [n for n in given if n not in persistent]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_names(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+        raise ModelError(
+            f"tensors do not match the {cfg.model_type} architecture: " + "; ".join(parts),
+            where="build_model",
+            fix="check that the tensors and config.json come from the same model",
+        )
+    for name, t in tensors.items():
+        want = tuple(expected[name].shape)
+        if tuple(t.shape) != want:
+            raise ModelError(
+                f"tensor {name} has shape {tuple(t.shape)}, the config expects {want}",
+                where="build_model",
+                fix="check hidden_size, vocab_size and the layer count in config.json",
+            )
+
+    state = {n: t.detach().to(dtype=target) if t.is_floating_point() else t.detach() for n, t in tensors.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    if getattr(cfg, "tie_word_embeddings", False):
+        model.tie_weights()
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise ModelError(f"no tensor for {_names(left)}", where="build_model")
+    return model.to(device=device).eval()
+
+
+@contextmanager
+def _params_on_meta():
+    """Like accelerate.init_empty_weights(include_buffers=False): each parameter moves to the meta
+    device as it is registered, so construction allocates (and initialises) nothing."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None:
+            p = module._parameters[name]
+            module._parameters[name] = torch.nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def _tied_names(model) -> set[str]:
+    """Parameter names that alias another parameter (e.g. lm_head.weight when embeddings are tied)."""
+    seen: dict[int, str] = {}
+    tied: set[str] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        else:
+            seen[id(p)] = name
+    if getattr(model.config, "tie_word_embeddings", False):
+        out = model.get_output_embeddings()
+        if out is not None:
+            for name, mod in model.named_modules():
+                if mod is out:
+                    tied.add(f"{name}.weight")
+    return tied

@@ -1,0 +1,320 @@
+"""Task lookup for lm-eval: memoised TaskManagers, validation with one-line errors, config hashes."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from graphmerge.errors import EvaluationError
+
+__all__ = [
+    "TaskSpec",
+    "task_manager",
+    "resolve_tasks",
+    "task_metrics",
+    "task_data_files",
+    "task_config_hash",
+    "quiet_lm_eval",
+]
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One scored task: the lm-eval task name, which metric to read, its weight in a combined score."""
+
+    task: str
+    metric: str = "acc"
+    weight: float = 1.0
+
+    @classmethod
+    def coerce(cls, value: TaskSpec | dict[str, Any] | str) -> TaskSpec:
+        if isinstance(value, TaskSpec):
+            return value
+        if isinstance(value, str):
+            return cls(task=value)
+        if isinstance(value, dict) and "task" in value:
+            extra = set(value) - {"task", "metric", "weight"}
+            if extra:
+                raise EvaluationError(f"unknown task entry keys {sorted(extra)}", where=str(value["task"]),
+                                      fix="use task, metric, weight")
+            return cls(task=str(value["task"]), metric=str(value.get("metric", "acc")),
+                       weight=float(value.get("weight", 1.0)))
+        raise EvaluationError(f"cannot read task entry {value!r}", fix="use {task: NAME, metric: M, weight: W}")
+
+
+# ------------------------------------------------------------------------------------------ logging
+class _DropNoise(logging.Filter):
+    NOISE = ("Custom kwargs can be passed", "`pretrained` model kwarg is not of type", "Overwriting default num_fewshot")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
+_QUIETED = False
+
+
+def quiet_lm_eval(level: int = logging.WARNING) -> None:
+    """lm-eval logs every step at INFO; keep warnings (minus known harmless ones) and errors."""
+    global _QUIETED
+    if _QUIETED:
+        return
+    for name in ("lm-eval", "lm_eval"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addFilter(_DropNoise())
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("lm_eval", "lm-eval")):
+            lg = logging.getLogger(name)
+            lg.setLevel(level)
+            lg.addFilter(_DropNoise())
+    _QUIETED = True
+
+
+# ------------------------------------------------------------------------------------- task managers
+def _key(include_path: PathLike | Iterable[PathLike] | None) -> tuple[str, ...]:
+    if include_path is None:
+        return ()
+    if isinstance(include_path, (str, os.PathLike)):
+        include_path = [include_path]
+    out = []
+    for p in include_path:
+        path = Path(p).expanduser().resolve()
+        if not path.exists():
+            raise EvaluationError(f"include_path {p} does not exist", fix="point include_path at a folder of task YAMLs")
+        out.append(str(path))
+    return tuple(out)
+
+
+@lru_cache(maxsize=16)
+def _manager(paths: tuple[str, ...], defaults: bool):
+    quiet_lm_eval()
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(paths) or None, include_defaults=defaults)
+
+
+def task_manager(include_path: PathLike | Iterable[PathLike] | None, names: Sequence[str] = ()):
+    """A memoised TaskManager that knows every name in ``names``.
+
+    The include paths alone are indexed first (fast); lm-eval's built-in tasks are indexed only when
+    a name is not found there. Unknown names raise EvaluationError with close matches.
+    """
+    paths = _key(include_path)
+    if paths:
+        tm = _manager(paths, False)
+        if all(n in tm.task_index for n in names):
+            return tm
+    tm = _manager(paths, True)
+    for n in names:
+        if n not in tm.task_index:
+            close = difflib.get_close_matches(n, tm.all_tasks, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "check include_path and the task YAML's `task:` name"
+            where = f"include_path {', '.join(paths)}" if paths else None
+            raise EvaluationError(f"unknown task {n!r}", where=where, fix=hint)
+    return tm
+
+
+def _entry(name: str, include_path):
+    tm = task_manager(include_path, [name])
+    return tm, tm.task_index[name]
+
+
+def _yaml_config(entry) -> dict[str, Any]:
+    """The task's YAML config with includes merged and !function left as 'DIR/module.func' strings."""
+    if entry.yaml_path is None:
+        return dict(entry.cfg or {})
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
+
+
+def _kind(entry) -> str:
+    return str(getattr(entry.kind, "name", entry.kind)).lower()
+
+
+def _members(tm, entry) -> list[str]:
+    """Sub-task names of a group or tag (empty for a plain task)."""
+    kind = _kind(entry)
+    if "tag" in kind:
+        return sorted(n for n, e in tm.task_index.items() if entry.name in (e.tags or ()))
+    if "group" in kind:
+        cfg = _yaml_config(entry)
+        tasks = cfg.get("task", [])
+        names = []
+        for t in tasks if isinstance(tasks, list) else [tasks]:
+            names.append(t if isinstance(t, str) else t.get("task") or t.get("group"))
+        return [n for n in names if isinstance(n, str) and n in tm.task_index]
+    return []
+
+
+# ----------------------------------------------------------------------------------------- data files
+def _data_file_refs(cfg: dict[str, Any]) -> list[str]:
+    files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+    out: list[str] = []
+
+    def walk(v):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(files)
+    return out
+
+
+def task_data_files(task: str, include_path: PathLike | Iterable[PathLike] | None) -> list[Path]:
+    """Local data files of a task (``dataset_kwargs.data_files``, resolved against the YAML's folder,
+    then the working directory; or a local ``dataset_path``). Raises EvaluationError for a missing one."""
+    tm, entry = _entry(task, include_path)
+    cfg = _yaml_config(entry)
+    ydir = Path(entry.yaml_path).parent if entry.yaml_path else Path.cwd()
+    found: list[Path] = []
+    for ref in _data_file_refs(cfg):
+        p = Path(ref).expanduser()
+        candidates = [p] if p.is_absolute() else [ydir / p, Path.cwd() / p]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None and any(ch in ref for ch in "*?["):  # a glob
+            hits = sorted(h for c in candidates for h in c.parent.glob(c.name))
+            if hits:
+                found += hits
+                continue
+        if hit is None:
+            raise EvaluationError(
+                f"data file {ref} not found (looked in {ydir} and {Path.cwd()})",
+                where=f"task {task} ({entry.yaml_path})",
+                fix="restore the file or fix dataset_kwargs.data_files in the task YAML",
+            )
+        found.append(hit.resolve())
+    dp = cfg.get("dataset_path")
+    if isinstance(dp, str) and not found:
+        for c in (ydir / dp, Path.cwd() / dp):
+            if c.is_file():
+                found.append(c.resolve())
+                break
+            if c.is_dir():
+                found += sorted(f.resolve() for f in c.rglob("*") if f.is_file())
+                break
+    return found
+
+
+# ------------------------------------------------------------------------------------------- metrics
+_DEFAULT_METRICS = {
+    "generate_until": ["exact_match"],
+    "multiple_choice": ["acc", "acc_norm"],
+    "loglikelihood": ["perplexity", "acc"],
+    "loglikelihood_rolling": ["word_perplexity", "byte_perplexity", "bits_per_byte"],
+}
+
+
+def task_metrics(task: str, include_path: PathLike | Iterable[PathLike] | None) -> list[str]:
+    """Metric names a task reports (from its YAML; lm-eval's defaults for its output_type otherwise).
+    For a group or tag: the union over its members (a group's own aggregate metrics first)."""
+    tm, entry = _entry(task, include_path)
+    cfg = _yaml_config(entry)
+    members = _members(tm, entry)
+    if members:
+        names = [m["metric"] for m in cfg.get("aggregate_metric_list", []) if isinstance(m, dict)]
+        for m in members:
+            names += [n for n in task_metrics(m, include_path) if n not in names]
+        return names
+    metric_list = cfg.get("metric_list")
+    if metric_list:
+        return [m["metric"] if isinstance(m, dict) else str(m) for m in metric_list]
+    return list(_DEFAULT_METRICS.get(cfg.get("output_type", "generate_until"), []))
+
+
+def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
+    """Validate names, data files and metrics up front (before any model work); return the manager."""
+    names = list(dict.fromkeys(s.task for s in specs))
+    tm = task_manager(include_path, names)
+    for s in specs:
+        _, entry = _entry(s.task, include_path)
+        leaves = _members(tm, entry) or [s.task]
+        for leaf in leaves:
+            task_data_files(leaf, include_path)
+        produced = task_metrics(s.task, include_path)
+        if s.metric not in produced:
+            raise EvaluationError(
+                f"task {s.task} does not report metric {s.metric!r}",
+                where=str(entry.yaml_path) if entry.yaml_path else None,
+                fix=f"it reports: {', '.join(produced) or 'nothing'}",
+            )
+    return tm
+
+
+# ---------------------------------------------------------------------------------------------- hash
+@lru_cache(maxsize=4096)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    return _file_digest(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _function_modules(cfg: Any, ydir: Path) -> list[Path]:
+    """Python files referenced by !function entries ('DIR/module.func' strings after load_yaml)."""
+    out: list[Path] = []
+
+    def walk(v):
+        if isinstance(v, str) and v.startswith(str(ydir)):
+            mod = v.rpartition(".")[0]
+            p = Path(mod + ".py")
+            if p.is_file():
+                out.append(p)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(cfg)
+    return sorted(set(out))
+
+
+def task_config_hash(task_name: str, include_path: PathLike | Iterable[PathLike] | None) -> str:
+    """A stable hex digest of a task's resolved YAML config, the Python modules its !function entries
+    name, and its local data files' contents (for a group or tag, of all its members). Moving the
+    task folder keeps the hash; editing the YAML, the module or the data changes it."""
+    tm, entry = _entry(task_name, include_path)
+    h = hashlib.sha256()
+    members = _members(tm, entry)
+    ydir = Path(entry.yaml_path).parent.resolve() if entry.yaml_path else None
+    cfg = _yaml_config(entry)
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    if ydir is not None:
+        text = text.replace(str(ydir), "<task_dir>")
+    h.update(f"{task_name}\0{_kind(entry)}\0{text}\0".encode())
+    if ydir is not None:
+        for mod in _function_modules(cfg, ydir):
+            h.update(f"module {mod.relative_to(ydir) if mod.is_relative_to(ydir) else mod.name}\0".encode())
+            h.update(_digest(mod).encode())
+    if members:
+        for m in members:
+            h.update(f"member {m} {task_config_hash(m, include_path)}\0".encode())
+    else:
+        for f in task_data_files(task_name, include_path):
+            rel = f.relative_to(ydir) if ydir is not None and f.is_relative_to(ydir) else Path(f.name)
+            h.update(f"data {rel}\0{_digest(f)}\0".encode())
+    return h.hexdigest()[:32]

@@ -1,0 +1,103 @@
+"""Shared pieces of the search strategies: model info, the strategy interface, config validation.
+
+A strategy turns a flat config (parameter name -> value) into a trial subgraph: node dicts in the YAML shapes
+of docs/CONTRACT.md whose final model node is named `model`. Node references inside the subgraph point either
+to other trial nodes or to the outer graph's model nodes, named exactly as in `settings.models` / `base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ConfigSpace import ConfigurationSpace
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graphmerge.errors import SpecError
+from graphmerge.search.space import validate_config
+
+# Parameter names of the built-in merge methods as the strategies emit them (mergekit conventions).
+# Kept in one place so the emitted merge specs follow the method registry if a name changes there.
+WEIGHT = "weight"  # per-model: linear weight / task-vector weight
+DENSITY = "density"  # per-model: fraction of task-vector entries TIES keeps
+LAMBDA = "lambda"  # global: task-vector scaling (task_arithmetic, ties)
+SLERP_T = "t"  # global: slerp interpolation, 0 = base, 1 = the other model
+
+FINAL_NODE = "model"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What strategies need to know about the models: decoder layer counts by graph reference."""
+
+    num_layers: Mapping[str, int]
+
+    def layers(self, ref: str, *, where: str = "strategy") -> int:
+        if ref not in self.num_layers:
+            raise SpecError(f"no layer count for model `{ref}`", where=where, fix="load it in the graph")
+        n = int(self.num_layers[ref])
+        if n < 1:
+            raise SpecError(f"model `{ref}` has no decoder layers", where=where)
+        return n
+
+    def common_layers(self, refs: Sequence[str], *, where: str) -> int:
+        counts = {r: self.layers(r, where=where) for r in refs}
+        if len(set(counts.values())) != 1:
+            raise SpecError(
+                f"models must have the same number of layers, got {counts}",
+                where=where,
+                fix="merge models of one architecture, or use the dis strategy",
+            )
+        return next(iter(counts.values()))
+
+
+class StrategySettings(BaseModel):
+    """Fields every strategy has: the merged models and the optional base (pretrained) model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[str] = Field(min_length=1)
+    base: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_models(self):
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must be distinct, got {self.models}")
+        return self
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The interface the optimize node uses; every strategy module exports one as `STRATEGY`."""
+
+    name: str
+    settings_type: type[StrategySettings]
+    build_space: Callable[[Any, ModelInfo], ConfigurationSpace]
+    trial_nodes: Callable[[Mapping[str, Any], Any, ModelInfo], dict[str, dict[str, Any]]]
+    initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]]
+    is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool]
+    doc: str = ""
+
+
+def always_feasible(config: Mapping[str, Any], settings: Any, model_info: ModelInfo) -> bool:
+    return True
+
+
+def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, strategy: str) -> dict[str, Any]:
+    """The fixed-config path: any explicit config (from a file or SMAC) is validated against the space, so a
+    typo in a hand-written config is an error naming the key instead of a silently default-filled trial."""
+    return validate_config(space, config, where=f"{strategy} config")
+
+
+def filtered(values: Mapping[str, Any], filters: Mapping[str, str]) -> Any:
+    """A merge parameter value: scalar if there is one parameter set, else the contract's filter list
+    (named sets first, in order, then the unfiltered default entry)."""
+    if not filters:
+        return values[DEFAULT_SET]
+    out: list[dict[str, Any]] = [{"filter": f, "value": values[name]} for name, f in filters.items()]
+    out.append({"value": values[DEFAULT_SET]})
+    return out
+
+
+DEFAULT_SET = "other"  # name of the parameter set for tensors no filter matches
