@@ -174,6 +174,7 @@ class RunContext:
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
     extras: dict[str, Any] = field(default_factory=dict)  # summary fields set by nodes (search results)
+    node_name: str = ""  # the node being run
 
     @property
     def seed(self) -> int:
@@ -219,6 +220,7 @@ def run_nodes(ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | No
                 ctx.stats.nodes_cached += 1
                 values[name] = cached
                 continue
+        ctx.node_name = name
         try:
             result = nt.fn(ctx, spec.params, inputs)
         except GraphmergeError as exc:

@@ -32,6 +32,13 @@ class RunResult:
             "outputs": s.outputs,
             "seconds": round(self.seconds, 3),
         }
+        scores = {
+            name: self.values[name]["scores"]
+            for name, spec in self.graph.nodes.items()
+            if spec.op == "evaluate" and isinstance(self.values.get(name), dict)
+        }
+        if scores:
+            out["scores"] = scores
         out.update(self.extras)
         return out
 

@@ -61,24 +61,19 @@ class _DropNoise(logging.Filter):
         return not any(n in msg for n in self.NOISE)
 
 
-_QUIETED = False
+_FILTER = _DropNoise()
 
 
 def quiet_lm_eval(level: int = logging.WARNING) -> None:
-    """lm-eval logs every step at INFO; keep warnings (minus known harmless ones) and errors."""
-    global _QUIETED
-    if _QUIETED:
-        return
-    for name in ("lm-eval", "lm_eval"):
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.addFilter(_DropNoise())
-    for name in list(logging.root.manager.loggerDict):
+    """lm-eval logs every step at INFO; keep its warnings (minus known harmless ones) and errors.
+    Idempotent; call again after importing more lm-eval modules (it scans their loggers)."""
+    for name in ["lm-eval", "lm_eval", *list(logging.root.manager.loggerDict)]:
         if name.startswith(("lm_eval", "lm-eval")):
             lg = logging.getLogger(name)
-            lg.setLevel(level)
-            lg.addFilter(_DropNoise())
-    _QUIETED = True
+            if lg.level == logging.NOTSET or lg.level < level:
+                lg.setLevel(level)
+            if _FILTER not in lg.filters:
+                lg.addFilter(_FILTER)
 
 
 # ------------------------------------------------------------------------------------- task managers
