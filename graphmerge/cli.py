@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         _load_plugins(args)
         return COMMANDS[args.command](args)
     except GraphmergeError as exc:
+        if type(exc).__name__ == "SearchInterrupted":
+            print(f"interrupted: {exc.one_line()}", file=sys.stderr)
+            return 130
         if args.debug:
             traceback.print_exc()
         for line in exc.one_line().splitlines():

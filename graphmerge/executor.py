@@ -205,10 +205,15 @@ def run_nodes(ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | No
     nodes with several). `initial` supplies values for names defined outside this graph (used by
     trial subgraphs, which reference the enclosing graph's nodes)."""
     values: dict[str, Any] = dict(initial or {})
-    consumers: dict[str, int] = {}
-    for spec in graph.nodes.values():
-        for ref in spec.inputs:
-            consumers[ref.split(".")[0]] = consumers.get(ref.split(".")[0], 0) + 1
+    enclosing = ctx.node_name  # trial subgraphs run inside a node: restore its name afterwards
+    try:
+        _run_in_order(ctx, graph, values)
+    finally:
+        ctx.node_name = enclosing
+    return values
+
+
+def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> None:
     for name in graph.order:
         spec = graph.nodes[name]
         inputs = {ref: _lookup(values, ref) for ref in spec.inputs}
@@ -231,7 +236,6 @@ def run_nodes(ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | No
         if nt.cached:
             ctx.cache.put_result(key, result)
         values[name] = result
-    return values
 
 
 def _lookup(values: Mapping[str, Any], ref: str) -> Any:

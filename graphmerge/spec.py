@@ -287,6 +287,7 @@ def build_graph(
             params=params,
             inputs=tuple(node_type.inputs_of(params)),
             line=lines.get(("nodes", name), 0),
+            raw={"op": node_type.name, **raw},
         )
 
     graph = nx.DiGraph()

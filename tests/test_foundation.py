@@ -6,7 +6,6 @@ import json
 import textwrap
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
 from graphmerge.cli import main
@@ -75,20 +74,28 @@ def test_second_run_executes_nothing_and_changes_rerun_only_their_tasks(tmp_path
 
     fresh_out = tmp_path / "fresh"
     fresh = run_graph(
-        write_graph(tmp_path, tiny_llamas, fresh_out), cache_dir=tmp_path / "empty", overrides={"wa": 0.7}, progress=False
+        write_graph(tmp_path, tiny_llamas, fresh_out),
+        cache_dir=tmp_path / "empty",
+        overrides={"wa": 0.7},
+        progress=False,
     )
     assert fresh.stats.tasks_executed == 2 * per_model
     got, want = tensors_of(out / "ab"), tensors_of(fresh_out / "ab")
     assert got.keys() == want.keys()
     for name in got:
         assert got[name].dtype == want[name].dtype
-        assert got[name].view(-1).view(dtype=__import__("torch").uint8).equal(
-            want[name].view(-1).view(dtype=__import__("torch").uint8)
+        assert (
+            got[name]
+            .view(-1)
+            .view(dtype=__import__("torch").uint8)
+            .equal(want[name].view(-1).view(dtype=__import__("torch").uint8))
         ), name
 
 
 def test_per_layer_recipe_change_reruns_only_that_layer(tmp_path, tiny_llamas, cache_dir):
-    text = LINEAR.replace("a: {{weight: ${{wa}}}}", 'a: {{weight: [{{filter: "layers.1.", value: ${{wa}}}}, {{value: 0.6}}]}}')
+    text = LINEAR.replace(
+        "a: {{weight: ${{wa}}}}", 'a: {{weight: [{{filter: "layers.1.", value: ${{wa}}}}, {{value: 0.6}}]}}'
+    )
     graph = write_graph(tmp_path, tiny_llamas, tmp_path / "out", text)
     run_graph(graph, cache_dir=cache_dir, progress=False)
     changed = run_graph(graph, cache_dir=cache_dir, overrides={"wa": 0.9}, progress=False)
@@ -138,9 +145,9 @@ def test_custom_node_from_plugin_runs_is_listed_and_cached(tmp_path, tiny_llamas
         textwrap.dedent(
             f"""
             nodes:
-              a: {{op: load, path: {tiny_llamas['a']}}}
+              a: {{op: load, path: {tiny_llamas["a"]}}}
               neg: {{op: negate, input: a, only: mlp}}
-              save: {{op: save, input: neg, path: {tmp_path / 'neg'}}}
+              save: {{op: save, input: neg, path: {tmp_path / "neg"}}}
             """
         )
     )
@@ -148,7 +155,16 @@ def test_custom_node_from_plugin_runs_is_listed_and_cached(tmp_path, tiny_llamas
     listing = capsys.readouterr().out
     assert "negate" in listing and "only" in listing
 
-    args = ["run", str(graph), "--plugin", str(plugin), "--cache-dir", str(cache_dir), "--json", "--no-progress"]
+    args = [
+        "run",
+        str(graph),
+        "--plugin",
+        str(plugin),
+        "--cache-dir",
+        str(cache_dir),
+        "--json",
+        "--no-progress",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     mlp = [n for n in tensors_of(tiny_llamas["a"]) if "mlp" in n]

@@ -37,8 +37,12 @@ def test_unknown_op_suggests(tmp_path):
 
 
 def test_unknown_input(tmp_path):
-    [msg] = problems(tmp_path, "nodes:\n  a: {op: load, path: x}\n  s:\n    op: save\n    input: aa\n    path: o\n")
-    assert "g.yaml:5: node 's': key 'input'" in msg and "unknown input 'aa'" in msg and "did you mean 'a'" in msg
+    [msg] = problems(
+        tmp_path, "nodes:\n  a: {op: load, path: x}\n  s:\n    op: save\n    input: aa\n    path: o\n"
+    )
+    assert (
+        "g.yaml:5: node 's': key 'input'" in msg and "unknown input 'aa'" in msg and "did you mean 'a'" in msg
+    )
 
 
 def test_cycle_is_named(tmp_path):
@@ -90,7 +94,9 @@ def test_undefined_variable_and_set_override(tmp_path):
     [msg] = problems(tmp_path, "vars: {model: x}\nnodes:\n  a: {op: load, path: ${modle}}\n")
     assert "node 'a'" in msg and "undefined variable ${modle}" in msg and "did you mean ${model}" in msg
     path = tmp_path / "ok.yaml"
-    path.write_text("vars: {model: m, r: 0.1}\nnodes:\n  a: {op: load, path: ${model}}\n  b: {op: test_ratio, input: a, ratio: ${r}}\n")
+    path.write_text(
+        "vars: {model: m, r: 0.1}\nnodes:\n  a: {op: load, path: ${model}}\n  b: {op: test_ratio, input: a, ratio: ${r}}\n"
+    )
     graph = load_graph(path, overrides=parse_set_overrides(["r=0.25"]))
     assert graph.nodes["b"].params.ratio == 0.25  # whole-string references keep the value's type
     assert str(graph.nodes["a"].params.path) == str(tmp_path / "m")  # relative to the graph file

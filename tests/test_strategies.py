@@ -99,7 +99,7 @@ def test_lfs_mo_shares_lfs():
 
 
 def test_dis_space_and_nodes():
-    cs, s = space_and_settings("dis", fix_layers=1, max_layers=12)
+    cs, s = space_and_settings("dis", fix_layers=1, max_layers=12, ends="base")
     assert len(cs) == 6 * (3 + 1 + 1)  # 6 searchable positions: 3 use flags, order, scale
     strat = get_strategy("dis")
     for cfg in sample(cs, 20):
@@ -114,7 +114,7 @@ def test_dis_space_and_nodes():
 
 
 def test_dis_order_scale_remain_base_and_infeasible():
-    cs, s = space_and_settings("dis", fix_layers=1, max_layers=8)
+    cs, s = space_and_settings("dis", fix_layers=1, max_layers=8, ends="base")
     cfg = {}
     for i in range(1, 7):
         cfg.update({f"layer{i}_use_{m}": 0 for m in MODELS}, **{f"layer{i}_scale": 1.0})
@@ -130,12 +130,26 @@ def test_dis_order_scale_remain_base_and_infeasible():
     assert [sl["model"] for sl in slices if sl["layers"] == [3, 4]] == ["base"]  # remain_base fallback
     assert dis_mod.depth(cfg, s, INFO) == 9 and not dis_mod.is_feasible(cfg, s, INFO)
 
-    s2 = parse_settings("dis", {"models": MODELS, "base": "base", "fix_layers": 1, "remain_base": False})
+    s2 = parse_settings(
+        "dis", {"models": MODELS, "base": "base", "fix_layers": 1, "remain_base": False, "ends": "base"}
+    )
     assert dis_mod.depth(cfg, s2, INFO) == 4  # empty positions are dropped without remain_base
     inits = get_strategy("dis").initial_configs(s, INFO)
     assert len(inits) == 3
     only_math = get_strategy("dis").trial_nodes(inits[1], s, INFO)["model"]["slices"]
     assert [sl["model"] for sl in only_math] == ["base"] + ["math"] * 6 + ["base"]
+
+
+def test_dis_searched_ends_make_initial_design_hold_every_source_exactly():
+    cs, s = space_and_settings("dis", fix_layers=1)
+    assert len(cs) == 6 * 5 + 1  # plus the `ends` choice
+    inits = get_strategy("dis").initial_configs(s, INFO)
+    assert len(inits) == 1 + len(MODELS)  # the base alone, then each model alone
+    for cfg, source in zip(inits, ["base", *MODELS]):
+        node = get_strategy("dis").trial_nodes(cfg, s, INFO)["model"]
+        assert node["embed_from"] == source
+        assert [sl["model"] for sl in node["slices"]] == [source] * 8
+        assert all(sl["scale"] == 1.0 for sl in node["slices"])
 
 
 # ----------------------------------------------------------------------------------------------- prune

@@ -17,13 +17,13 @@ def _graph(tmp_path, tiny_llamas):
     path.write_text(
         f"""
 nodes:
-  base: {{op: load, path: {tiny_llamas['base']}}}
-  a: {{op: load, path: {tiny_llamas['a']}}}
+  base: {{op: load, path: {tiny_llamas["base"]}}}
+  a: {{op: load, path: {tiny_llamas["a"]}}}
   merged:
     op: merge
     method: linear
     models: {{base: {{weight: 0.5}}, a: {{weight: 0.5}}}}
-  save: {{op: save, input: merged, path: {tmp_path / 'out'}}}
+  save: {{op: save, input: merged, path: {tmp_path / "out"}}}
 """
     )
     return path

@@ -49,7 +49,9 @@ def build_model(
         cfg_dict = dict(config)
         model_type = cfg_dict.pop("model_type", None)
         if not model_type:
-            raise ModelError("config has no model_type", where="build_model", fix="pass the model's config.json")
+            raise ModelError(
+                "config has no model_type", where="build_model", fix="pass the model's config.json"
+            )
         try:
             cfg = AutoConfig.for_model(model_type, **cfg_dict)
         except ValueError as e:
@@ -91,7 +93,9 @@ def build_model(
                 fix="check hidden_size, vocab_size and the layer count in config.json",
             )
 
-    state = {n: t.detach().to(dtype=target) if t.is_floating_point() else t.detach() for n, t in tensors.items()}
+    state = {
+        n: t.detach().to(dtype=target) if t.is_floating_point() else t.detach() for n, t in tensors.items()
+    }
     model.load_state_dict(state, strict=False, assign=True)
     if getattr(cfg, "tie_word_embeddings", False):
         model.tie_weights()

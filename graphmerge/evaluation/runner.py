@@ -41,8 +41,10 @@ def _tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise EvaluationError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}",
-                              fix="point tokenizer_path at a model folder with tokenizer files") from None
+        raise EvaluationError(
+            f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}",
+            fix="point tokenizer_path at a model folder with tokenizer files",
+        ) from None
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -62,7 +64,9 @@ def _quiet_hflm_class():
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+            return super().loglikelihood_rolling(
+                requests, disable_tqdm=disable_tqdm or not self.show_progress
+            )
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=disable_tqdm or not self.show_progress)
@@ -80,6 +84,7 @@ def _quiet(show_progress: bool):
     import datasets
     import lm_eval.api.task as lm_task
     import lm_eval.evaluator as lm_evaluator
+    import lm_eval.models.huggingface  # noqa: F401  (its logger must exist before quiet_lm_eval)
     import transformers
     from tqdm import tqdm
 
@@ -105,8 +110,11 @@ def _quiet(show_progress: bool):
 
 def _pick(task_results: Mapping[str, Any], metric: str) -> float | None:
     """lm-eval keys metrics as 'metric,filter'; prefer the unfiltered 'none', else the only one."""
-    hits = {k.split(",", 1)[1] if "," in k else "": v for k, v in task_results.items()
-            if k.split(",", 1)[0] == metric}
+    hits = {
+        k.split(",", 1)[1] if "," in k else "": v
+        for k, v in task_results.items()
+        if k.split(",", 1)[0] == metric
+    }
     if not hits:
         return None
     value = hits.get("none", hits[sorted(hits)[0]])
@@ -160,7 +168,9 @@ def evaluate(
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path).expanduser()
             if not (path / "config.json").is_file():
-                raise EvaluationError(f"{path} is not a model folder (no config.json)", fix="pass a saved HF model folder")
+                raise EvaluationError(
+                    f"{path} is not a model folder (no config.json)", fix="pass a saved HF model folder"
+                )
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device).eval()
             tokenizer_path = tokenizer_path or path
         elif isinstance(model_or_path, PreTrainedModel):
@@ -168,10 +178,14 @@ def evaluate(
             if str(model.device) != str(torch.device(device)):
                 model = model.to(device)
         else:
-            raise EvaluationError(f"cannot evaluate a {type(model_or_path).__name__}",
-                                  fix="pass a transformers PreTrainedModel or a model folder")
+            raise EvaluationError(
+                f"cannot evaluate a {type(model_or_path).__name__}",
+                fix="pass a transformers PreTrainedModel or a model folder",
+            )
         if tokenizer_path is None:
-            raise EvaluationError("no tokenizer_path given", fix="pass the folder holding the tokenizer files")
+            raise EvaluationError(
+                "no tokenizer_path given", fix="pass the folder holding the tokenizer files"
+            )
         tokenizer = load_tokenizer(tokenizer_path)
 
         if _HFLM is None:
@@ -206,12 +220,16 @@ def evaluate(
     for s in specs:
         task_res = results.get(s.task)
         if task_res is None:
-            raise EvaluationError(f"lm-eval gave no results for task {s.task}",
-                                  fix="a tag has no aggregate score: list its tasks instead")
+            raise EvaluationError(
+                f"lm-eval gave no results for task {s.task}",
+                fix="a tag has no aggregate score: list its tasks instead",
+            )
         value = _pick(task_res, s.metric)
         if value is None:
-            raise EvaluationError(f"task {s.task} did not report metric {s.metric!r}",
-                                  fix=f"it reports: {', '.join(_reported(task_res))}")
+            raise EvaluationError(
+                f"task {s.task} did not report metric {s.metric!r}",
+                fix=f"it reports: {', '.join(_reported(task_res))}",
+            )
         scores[s.task] = value
     raw = {"results": results, "n-samples": out.get("n-samples", {}), "configs": out.get("configs", {})}
     if log_samples:

@@ -45,16 +45,29 @@ class TaskSpec:
         if isinstance(value, dict) and "task" in value:
             extra = set(value) - {"task", "metric", "weight"}
             if extra:
-                raise EvaluationError(f"unknown task entry keys {sorted(extra)}", where=str(value["task"]),
-                                      fix="use task, metric, weight")
-            return cls(task=str(value["task"]), metric=str(value.get("metric", "acc")),
-                       weight=float(value.get("weight", 1.0)))
-        raise EvaluationError(f"cannot read task entry {value!r}", fix="use {task: NAME, metric: M, weight: W}")
+                raise EvaluationError(
+                    f"unknown task entry keys {sorted(extra)}",
+                    where=str(value["task"]),
+                    fix="use task, metric, weight",
+                )
+            return cls(
+                task=str(value["task"]),
+                metric=str(value.get("metric", "acc")),
+                weight=float(value.get("weight", 1.0)),
+            )
+        raise EvaluationError(
+            f"cannot read task entry {value!r}", fix="use {task: NAME, metric: M, weight: W}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ logging
 class _DropNoise(logging.Filter):
-    NOISE = ("Custom kwargs can be passed", "`pretrained` model kwarg is not of type", "Overwriting default num_fewshot")
+    NOISE = (
+        "Custom kwargs can be passed",
+        "`pretrained` model kwarg is not of type",
+        "Overwriting default num_fewshot",
+        "Passed an already-initialized model",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
@@ -86,13 +99,33 @@ def _key(include_path: PathLike | Iterable[PathLike] | None) -> tuple[str, ...]:
     for p in include_path:
         path = Path(p).expanduser().resolve()
         if not path.exists():
-            raise EvaluationError(f"include_path {p} does not exist", fix="point include_path at a folder of task YAMLs")
+            raise EvaluationError(
+                f"include_path {p} does not exist", fix="point include_path at a folder of task YAMLs"
+            )
         out.append(str(path))
     return tuple(out)
 
 
-@lru_cache(maxsize=16)
+def _signature(paths: tuple[str, ...]) -> tuple:
+    """(file, mtime, size) of every YAML/Python file under the include paths, so that an edited task
+    gets a fresh TaskManager (lm-eval keeps the parsed YAML in its index)."""
+    sig = []
+    for root in paths:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+            for f in sorted(filenames):
+                if f.endswith((".yaml", ".yml", ".py")):
+                    st = os.stat(os.path.join(dirpath, f))
+                    sig.append((dirpath, f, st.st_mtime_ns, st.st_size))
+    return tuple(sig)
+
+
 def _manager(paths: tuple[str, ...], defaults: bool):
+    return _manager_cached(paths, defaults, _signature(paths))
+
+
+@lru_cache(maxsize=16)
+def _manager_cached(paths: tuple[str, ...], defaults: bool, signature: tuple):
     quiet_lm_eval()
     from lm_eval.tasks import TaskManager
 
@@ -114,7 +147,11 @@ def task_manager(include_path: PathLike | Iterable[PathLike] | None, names: Sequ
     for n in names:
         if n not in tm.task_index:
             close = difflib.get_close_matches(n, tm.all_tasks, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else "check include_path and the task YAML's `task:` name"
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else "check include_path and the task YAML's `task:` name"
+            )
             where = f"include_path {', '.join(paths)}" if paths else None
             raise EvaluationError(f"unknown task {n!r}", where=where, fix=hint)
     return tm
@@ -240,6 +277,11 @@ def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
     for s in specs:
         _, entry = _entry(s.task, include_path)
         leaves = _members(tm, entry) or [s.task]
+        if "tag" in _kind(entry):
+            raise EvaluationError(
+                f"{s.task} is a tag of {len(leaves)} tasks and has no score of its own",
+                fix=f"list its tasks instead: {', '.join(leaves[:6])}" + (" ..." if len(leaves) > 6 else ""),
+            )
         for leaf in leaves:
             task_data_files(leaf, include_path)
         produced = task_metrics(s.task, include_path)

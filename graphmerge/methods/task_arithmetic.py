@@ -126,7 +126,7 @@ def _sparsify(
         return
     use_norm = rescale_norm is not None and rescale_norm != "inverse"
     before = sp.tensor_norm(delta, rescale_norm) if use_norm else None
-    delta.mul_(mask)
+    delta.masked_fill_(mask.logical_not_(), 0.0)
     if rescale_norm is not None:
         sp.rescale(delta, before, rescale_norm, keep_prob)
 
@@ -170,18 +170,23 @@ def generalized_task_arithmetic(
     else:
         # Elected sign: sign of the summed weighted deltas (sum) or of the vote count (count); ties -> +.
         votes = deltas.sum(dim=0) if consensus == "sum" else torch.sign(deltas).sum(dim=0)
-        positive = votes >= 0
+        elected = torch.where(votes >= 0, 1.0, -1.0)
         del votes
-        # sign(d) == elected  <=>  d > 0 where + was elected, d < 0 where - was (zeros never agree).
-        agree = torch.where(positive, deltas > 0, deltas < 0)
-        mixed = torch.where(agree, deltas, 0.0).sum(dim=0)
+        # mergekit keeps sign(d) == elected; zeros never agree. Zero the rest in place, so afterwards
+        # "agrees" is simply "is nonzero" (cheaper than carrying a mask through broadcasting wheres).
+        deltas.masked_fill_(torch.mul(deltas, elected) <= 0, 0.0)
+        del elected
+        mixed = deltas.sum(dim=0)
         if normalize:
+            agree = deltas != 0
             if normalize_by == "count":
                 divisor = agree.sum(dim=0, dtype=deltas.dtype)
             else:
-                divisor = torch.where(agree, w, 0.0).sum(dim=0)
-            divisor[divisor == 0] = 1.0
-            mixed /= divisor
+                divisor = torch.zeros_like(mixed)
+                for i, wt in enumerate(weights):
+                    divisor.add_(agree[i].to(deltas.dtype), alpha=wt)
+            del agree
+            mixed /= divisor.masked_fill_(divisor == 0, 1.0)
     if lam != 1.0:
         mixed *= lam
     return mixed.add_(base)

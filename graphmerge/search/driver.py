@@ -487,9 +487,11 @@ def _fingerprint(space: ConfigurationSpace, settings: SmacSettings, initial: lis
 
 
 def _ask(smac):
+    from smac.main.exceptions import ConfigurationSpaceExhaustedException
+
     try:
         return smac.ask()
-    except StopIteration:  # SMAC ran out of configurations (tiny finite space)
+    except (StopIteration, ConfigurationSpaceExhaustedException):  # a small finite space is used up
         return None
 
 

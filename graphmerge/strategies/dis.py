@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import combinations, permutations
-from typing import Any
+from typing import Any, Literal
 
 from ConfigSpace import AndConjunction, Categorical, ConfigurationSpace, EqualsCondition, Float, OrConjunction
 from pydantic import Field, model_validator
@@ -36,6 +36,10 @@ class DisSettings(StrategySettings):
     max_layers: int | None = Field(None, ge=1)  # None: no bound (the original used 50 for 40-layer models)
     remain_base: bool = True
     scale_range: tuple[float, float] = (0.0, 2.0)
+    # Where embeddings, final norm, head and the fixed first/last layers come from. "search" makes it
+    # a categorical `ends` over base and the models, so the initial design can hold every source model
+    # exactly as it is (the search then never ends worse than its best input); "base" is the original's.
+    ends: Literal["base", "search"] = "search"
 
     @model_validator(mode="after")
     def _check(self):
@@ -67,6 +71,8 @@ def _order_items(models: list[str]) -> list[str]:
 def build_space(settings: DisSettings, model_info: ModelInfo) -> ConfigurationSpace:
     cs = ConfigurationSpace(seed=0)
     _, pos = positions(settings, model_info)
+    if settings.ends == "search":
+        cs.add(Categorical("ends", [settings.base, *settings.models], default=settings.base))
     for i in pos:
         uses = {m: Categorical(f"layer{i}_use_{m}", [0, 1], default=0) for m in settings.models}
         cs.add(list(uses.values()))
@@ -83,11 +89,21 @@ def build_space(settings: DisSettings, model_info: ModelInfo) -> ConfigurationSp
 
 
 def initial_configs(settings: DisSettings, model_info: ModelInfo) -> list[dict[str, Any]]:
-    """Each model alone at every searchable position, scale 1 (= that model inside base's fixed ends)."""
+    """Each model alone at every searchable position, scale 1: with `ends: search` exactly that source
+    model (and the base itself first); with `ends: base`, that model inside base's fixed ends."""
     _, pos = positions(settings, model_info)
     out = []
+    searched_ends = settings.ends == "search"
+    if searched_ends and settings.remain_base:
+        out.append(
+            {
+                "ends": settings.base,
+                **{f"layer{i}_scale": 1.0 for i in pos},
+                **{f"layer{i}_use_{m}": 0 for i in pos for m in settings.models},
+            }
+        )
     for chosen in settings.models:
-        cfg: dict[str, Any] = {}
+        cfg: dict[str, Any] = {"ends": chosen} if searched_ends else {}
         for i in pos:
             cfg[f"layer{i}_scale"] = 1.0
             for m in settings.models:
@@ -106,19 +122,24 @@ def _stack(cfg: Mapping[str, Any], i: int, settings: DisSettings) -> list[str]:
     return chosen
 
 
+def ends_model(cfg: Mapping[str, Any], settings: DisSettings) -> str:
+    return str(cfg.get("ends", settings.base)) if settings.ends == "search" else settings.base
+
+
 def slices(cfg: Mapping[str, Any], settings: DisSettings, model_info: ModelInfo) -> list[dict[str, Any]]:
     n, pos = positions(settings, model_info)
     out: list[dict[str, Any]] = []
+    ends = ends_model(cfg, settings)
     fixed = [*range(settings.fix_layers)]
     for i in fixed:
-        out.append({"model": settings.base, "layers": [i, i + 1], "scale": 1.0})
+        out.append({"model": ends, "layers": [i, i + 1], "scale": 1.0})
     for i in pos:
         stack = _stack(cfg, i, settings)
         for k, m in enumerate(stack):
             scale = float(cfg[f"layer{i}_scale"]) if k == len(stack) - 1 else 1.0
             out.append({"model": m, "layers": [i, i + 1], "scale": scale})
     for i in range(n - settings.fix_layers, n):
-        out.append({"model": settings.base, "layers": [i, i + 1], "scale": 1.0})
+        out.append({"model": ends, "layers": [i, i + 1], "scale": 1.0})
     return out
 
 
@@ -136,7 +157,11 @@ def trial_nodes(
 ) -> dict[str, dict[str, Any]]:
     cfg = checked_config(build_space(settings, model_info), config, strategy="dis")
     return {
-        FINAL_NODE: {"op": "slice", "embed_from": settings.base, "slices": slices(cfg, settings, model_info)}
+        FINAL_NODE: {
+            "op": "slice",
+            "embed_from": ends_model(cfg, settings),
+            "slices": slices(cfg, settings, model_info),
+        }
     }
 
 
