@@ -146,6 +146,8 @@ def load_plugin(spec: str) -> None:
         if not path.is_file():
             raise GraphmergeError(f"plugin file {spec} does not exist", fix="pass --plugin path/to/file.py")
         module_name = f"graphmerge_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
+        if module_name in sys.modules:  # already loaded in this process: its decorators have run
+            return
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)

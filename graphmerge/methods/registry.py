@@ -80,7 +80,7 @@ def merge_method(
         raise ValueError(f"base must be required|optional|none, not {base!r}")
 
     def register(fn: MergeFunction) -> MergeFunction:
-        if name in _METHODS and _METHODS[name].fn is not fn:
+        if name in _METHODS and _METHODS[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"merge method {name!r} is registered twice")
         _METHODS[name] = MergeMethod(
             name=name,
