@@ -36,14 +36,18 @@ class CacheMiss(KeyError):
     pass
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write via a temp file and a rename, so readers see the old file or the whole new one.
+    `durable=False` skips fsync: fine for cache blobs, whose digest is checked on every read (a blob
+    torn by a power cut is a cache miss, not bad data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,7 +93,7 @@ class Cache:
 
     def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
         data = st_save({"t": tensor.detach().to("cpu").contiguous()})
-        atomic_write_bytes(self.blob_path(key), data)
+        atomic_write_bytes(self.blob_path(key), data, durable=False)
         self._index[key] = {
             "size": len(data),
             "digest": xxhash.xxh3_128_hexdigest(data),

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from graphmerge.methods import sparsify as sp
@@ -55,3 +56,21 @@ def test_rescale_norms():
     torch.testing.assert_close(
         sp.rescale(torch.zeros(4), sp.tensor_norm(full, "l2"), "l2", 0.5), torch.zeros(4)
     )
+
+
+@pytest.mark.parametrize("dist", ["normal", "bf16_differences", "many_ties", "zeros_and_ones"])
+def test_radix_kth_largest_is_exact(dist):
+    from graphmerge.methods.sparsify import kth_largest
+
+    g = torch.Generator().manual_seed(0)
+    n = 200_003
+    if dist == "normal":
+        x = torch.randn(n, generator=g).abs()
+    elif dist == "bf16_differences":
+        x = (torch.randn(n, generator=g).bfloat16().float() - torch.randn(n, generator=g).bfloat16().float()).abs()
+    elif dist == "many_ties":
+        x = torch.randint(0, 7, (n,), generator=g).float() * 0.25
+    else:
+        x = (torch.rand(n, generator=g) > 0.9).float()
+    for k in (1, 2, n // 10, n // 2, n - 1, n):
+        assert kth_largest(x, k) == torch.kthvalue(x, n - k + 1).values, k

@@ -64,6 +64,12 @@ class MergeSpec(NodeParams):
             raise ValueError(f"method {self.method} needs a `base` model")
         if method.base == "none" and self.base is not None:
             raise ValueError(f"method {self.method} takes no `base`; list every model under `models`")
+        base_entry = self.models.get(self.base) if self.base else None
+        if base_entry and not (self.method == "linear" and set(base_entry) == {"weight"}):
+            raise ValueError(
+                f"models.{self.base}: the base takes no per-model parameters for {self.method} "
+                "(list it under `base:` only)"
+            )
         n = len([r for r in self.models if r != self.base])
         if n < method.min_models or (method.max_models is not None and n > method.max_models):
             most = method.max_models if method.max_models is not None else "any number of"

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--no-mc", action="store_true")
+    ap.add_argument("--models", type=Path, default=HERE, help="folder holding base/ add/ reverse/ sort/")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "tiny_models.md")
     args = ap.parse_args(argv)
 
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     train = _train_module()
-    config = json.loads((HERE / "base" / "config.json").read_text())
-    sds = {n: load_file(HERE / n / "model.safetensors") for n in ("base", *SKILLS)}
+    config = json.loads((args.models / "base" / "config.json").read_text())
+    sds = {n: load_file(args.models / n / "model.safetensors") for n in ("base", *SKILLS)}
     base, experts = sds["base"], [sds[s] for s in SKILLS]
     candidates: list[tuple[str, dict]] = [("base", base)] + [(f"{s} expert", sds[s]) for s in SKILLS]
     for lam in (0.3, 0.5, 0.7, 1.0):
@@ -64,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for name, sd in candidates:
         model = build_model(config, sd, torch.float32, "cpu")
-        r = evaluate(model, HERE / "base", tasks, TASKS, limit=args.limit, batch_size=64)
+        r = evaluate(model, args.models / "base", tasks, TASKS, limit=args.limit, batch_size=64)
         rows.append((name, r.scores))
         print(f"{name:28s} " + " ".join(f"{t.task}={r.scores[t.task]:.3f}" for t in tasks), flush=True)
     took = time.time() - t0
 
-    recipe = json.loads((HERE / "recipe.json").read_text()) if (HERE / "recipe.json").is_file() else {}
+    recipe_file = args.models / "recipe.json"
+    recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
     n = args.limit or 200
     lines = [
         "# Tiny bundled models: scores",
