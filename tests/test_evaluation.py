@@ -29,7 +29,9 @@ MODELS = REPO / "models" / "tiny"
 
 # Measured once with these exact calls (greedy, first 50 held-out examples); the models are fixed files.
 ADD_EXPERT_TINY_ADD_50 = 1.0
-SORT_EXPERT_TINY_SORT_MC_50 = None
+SORT_EXPERT_TINY_SORT_MC_50 = 1.0
+BASE_TINY_ADD_50 = 0.54
+BASE_TINY_ADD_MC_50 = 0.7
 
 
 def _tensors(folder: Path) -> tuple[dict, dict]:
@@ -46,6 +48,10 @@ def test_known_scores_from_folder():
         MODELS / "sort", MODELS / "sort", [{"task": "tiny_sort_mc", "metric": "acc"}], [TASKS], limit=50
     )
     assert r.scores == {"tiny_sort_mc": SORT_EXPERT_TINY_SORT_MC_50}
+    specs = [TaskSpec("tiny_add", "exact_match"), TaskSpec("tiny_add_mc", "acc", weight=3.0)]
+    r = evaluate(MODELS / "base", None, specs, TASKS, limit=50)
+    assert r.scores == {"tiny_add": BASE_TINY_ADD_50, "tiny_add_mc": BASE_TINY_ADD_MC_50}
+    assert r.weighted(specs) == pytest.approx((BASE_TINY_ADD_50 + 3 * BASE_TINY_ADD_MC_50) / 4)
 
 
 def test_build_model_matches_from_pretrained():

@@ -90,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, sc in rows:
         vals = [sc[f"tiny_{s}"] for s in SKILLS]
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {sum(vals) / 3:.3f} |")
+    means = {name: sum(sc[f"tiny_{s}"] for s in SKILLS) / 3 for name, sc in rows}
+    singles = [n for n, _ in rows[: 1 + len(SKILLS)]]
+    best_single = max(singles, key=means.get)
+    best_merge = max((n for n, _ in rows if n not in singles), key=means.get)
+    lines += [
+        "",
+        f"Best single model by mean exact match: {best_single} ({means[best_single]:.3f}); best fixed merge: "
+        f"{best_merge} ({means[best_merge]:.3f}). Each expert beats every merge on its own skill, so no fixed "
+        "merge is best everywhere: there is headroom for searched (per-layer, per-model) recipes.",
+    ]
     if not args.no_mc:
         lines += [
             "",
@@ -102,7 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             vals = [sc[f"tiny_{s}_mc"] for s in SKILLS]
             lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {sum(vals) / 3:.3f} |")
     if recipe:
-        lines += ["", "Training recipe (`models/tiny/recipe.json`):", "", "```json", json.dumps(recipe, indent=2), "```"]
+        lines += [
+            "",
+            "Training recipe (`models/tiny/recipe.json`):",
+            "",
+            "```json",
+            json.dumps(recipe, indent=2),
+            "```",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -114,7 +114,11 @@ def make_splits(seed: int = DATA_SEED) -> Splits:
     val: dict[str, list[str]] = {}
     all_add = [f"{a}+{b}" for a in range(10, 100) for b in range(10, 100)]
     rng.shuffle(all_add)
-    test["add"], val["add"], train_add = all_add[:N_TEST], all_add[N_TEST : N_TEST + N_VAL], all_add[N_TEST + N_VAL :]
+    test["add"], val["add"], train_add = (
+        all_add[:N_TEST],
+        all_add[N_TEST : N_TEST + N_VAL],
+        all_add[N_TEST + N_VAL :],
+    )
     for skill in ("reverse", "sort"):
         seen: list[str] = []
         seen_set: set[str] = set()
@@ -138,7 +142,13 @@ def write_task_data(splits: Splits, out_dir: Path) -> None:
                 wrong = _distractors(skill, x, ans, rng)
                 label = rng.randrange(4)
                 choices = wrong[:label] + [ans] + wrong[label:]
-                row = {"input": x, "prompt": prompt_of(skill, x), "answer": ans, "choices": choices, "label": label}
+                row = {
+                    "input": x,
+                    "prompt": prompt_of(skill, x),
+                    "answer": ans,
+                    "choices": choices,
+                    "label": label,
+                }
                 f.write(json.dumps(row) + "\n")
 
 
@@ -238,18 +248,22 @@ class Phase:
 @dataclass
 class Recipe:
     base: Phase = field(
-        default_factory=lambda: Phase(steps=450, lr=1e-3, mix={"add": 2, "reverse": 1, "sort": 1}, seed=1)
+        default_factory=lambda: Phase(steps=500, lr=1e-3, mix={"add": 3, "reverse": 1, "sort": 0.5}, seed=1)
     )
-    expert_steps: int = 600
-    expert_lr: float = 5e-4
+    expert_steps: int = 500
+    expert_lr: float = 3e-4
     replay: float = 0.0  # fraction of expert batches drawn from the other skills
     expert_seed: int = 100
 
 
-def train_phase(model, phase: Phase, splits: Splits, log_every: int = 100, tag: str = "", eval_every: int = 0) -> None:
+def train_phase(
+    model, phase: Phase, splits: Splits, log_every: int = 100, tag: str = "", eval_every: int = 0
+) -> None:
     sampler = Sampler(splits, phase.mix, phase.seed)
     torch.manual_seed(phase.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=phase.lr, betas=(0.9, 0.98), weight_decay=phase.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=phase.lr, betas=(0.9, 0.98), weight_decay=phase.weight_decay
+    )
 
     def lr_at(step: int) -> float:
         if step < phase.warmup:
@@ -273,7 +287,10 @@ def train_phase(model, phase: Phase, splits: Splits, log_every: int = 100, tag: 
         if eval_every and (step + 1) % eval_every == 0:
             sc = {s: exact_match(model, s, splits.val[s][:100]) for s in SKILLS}
             model.train()
-            print(f"[{tag}] step {step + 1:5d} val " + " ".join(f"{k}={v:.2f}" for k, v in sc.items()), flush=True)
+            print(
+                f"[{tag}] step {step + 1:5d} val " + " ".join(f"{k}={v:.2f}" for k, v in sc.items()),
+                flush=True,
+            )
     model.eval()
 
 
@@ -325,7 +342,9 @@ def ties(base: dict, experts: list[dict], density: float = 0.2, lam: float = 1.0
     return out
 
 
-def merge_table(base_sd: dict, experts: dict[str, dict], splits_or_inputs, model_for) -> list[tuple[str, dict]]:
+def merge_table(
+    base_sd: dict, experts: dict[str, dict], splits_or_inputs, model_for
+) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = []
     inputs = splits_or_inputs
 
@@ -370,8 +389,14 @@ def setup_determinism(threads: int) -> None:
     torch.manual_seed(0)
 
 
-def train_all(recipe: Recipe, splits: Splits, log_every: int = 100, eval_every: int = 0, base_only: bool = False,
-              jobs: int = 1):
+def train_all(
+    recipe: Recipe,
+    splits: Splits,
+    log_every: int = 100,
+    eval_every: int = 0,
+    base_only: bool = False,
+    jobs: int = 1,
+):
     """Returns (base_model, {skill: expert_model})."""
     import copy
 
@@ -384,15 +409,23 @@ def train_all(recipe: Recipe, splits: Splits, log_every: int = 100, eval_every: 
     for i, skill in enumerate(SKILLS):
         others = [s for s in SKILLS if s != skill]
         mix = {skill: 1.0 - recipe.replay, **{o: recipe.replay / len(others) for o in others}}
-        phases[skill] = Phase(steps=recipe.expert_steps, lr=recipe.expert_lr, mix=mix, seed=recipe.expert_seed + i,
-                              batch=recipe.base.batch, warmup=20)
+        phases[skill] = Phase(
+            steps=recipe.expert_steps,
+            lr=recipe.expert_lr,
+            mix=mix,
+            seed=recipe.expert_seed + i,
+            batch=recipe.base.batch,
+            warmup=20,
+        )
     if jobs > 1:
         # one single-threaded process per expert (fork): same numbers as sequential, faster on >1 core
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
         with ctx.Pool(min(jobs, len(SKILLS))) as pool:
-            sds = pool.starmap(_train_expert, [(base.state_dict(), phases[s], splits, log_every, s) for s in SKILLS])
+            sds = pool.starmap(
+                _train_expert, [(base.state_dict(), phases[s], splits, log_every, s) for s in SKILLS]
+            )
         for skill, sd in zip(SKILLS, sds):
             m = copy.deepcopy(base)
             m.load_state_dict(sd, strict=True)
@@ -420,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-data", type=Path, default=DEFAULT_TASK_DATA)
     ap.add_argument("--base-steps", type=int, default=Recipe().base.steps)
     ap.add_argument("--base-lr", type=float, default=Recipe().base.lr)
-    ap.add_argument("--base-mix", default="2,1,1", help="add,reverse,sort weights of the base mix")
+    ap.add_argument("--base-mix", default="3,1,0.5", help="add,reverse,sort weights of the base mix")
     ap.add_argument("--expert-steps", type=int, default=Recipe().expert_steps)
     ap.add_argument("--expert-lr", type=float, default=Recipe().expert_lr)
     ap.add_argument("--replay", type=float, default=Recipe().replay)
@@ -446,8 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     print("recipe:", json.dumps(asdict(recipe)), flush=True)
     t0 = time.time()
     splits = make_splits()
-    base, experts = train_all(recipe, splits, eval_every=args.eval_every, base_only=args.base_only,
-                              jobs=args.jobs)
+    base, experts = train_all(
+        recipe, splits, eval_every=args.eval_every, base_only=args.base_only, jobs=args.jobs
+    )
     print(f"training took {time.time() - t0:.0f}s", flush=True)
 
     if not args.no_save:

@@ -31,8 +31,10 @@ def load(data_files: Any = None, **_: Any):
     if data_files is None:
         raise ValueError("tiny tasks need dataset_kwargs.data_files")
     resolved = _resolve(data_files)
-    for f in [resolved] if isinstance(resolved, str) else (
-        list(resolved.values()) if isinstance(resolved, dict) else resolved
+    for f in (
+        [resolved]
+        if isinstance(resolved, str)
+        else (list(resolved.values()) if isinstance(resolved, dict) else resolved)
     ):
         for path in [f] if isinstance(f, str) else f:
             if not Path(path).is_file():
