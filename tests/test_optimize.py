@@ -128,9 +128,11 @@ def test_lfs_multi_objective_returns_a_pareto_set(tmp_path):
 
 def test_prune_search_removes_k_layers(tmp_path):
     graph = search_graph(tmp_path, "prune", {"remove": 1, "fix_layers": 1}, {**SMALL, "n_trials": 4})
-    run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
+    result = run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
     config = json.loads((tmp_path / "out" / "best_model" / "config.json").read_text())
     assert config["num_hidden_layers"] == 3
+    unpruned = result.extras["unpruned"]
+    assert unpruned["score_kept"] == pytest.approx(result.extras["best"]["score"] / unpruned["score"])
 
 
 def test_fixed_config_and_explicit_space(tmp_path):

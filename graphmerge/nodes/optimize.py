@@ -260,6 +260,29 @@ def _ancestors(graph: GraphSpec, name: str) -> set[str]:
     return out
 
 
+def _reference_scores(
+    ctx: RunContext, params: OptimizeParams, model: Model, limit: int | None
+) -> dict[str, Any]:
+    """The objectives' weighted score of an input model (cached like any evaluation)."""
+    from graphmerge.nodes.evaluate import EvaluateParams, run_evaluation
+
+    ev = params.evaluation
+    eval_params = EvaluateParams(
+        input="reference",
+        tasks=[o.model_dump(exclude_none=True) for o in params.objectives],
+        include_path=params.include_path,
+        limit=limit if limit is not None else ev.limit,
+        num_fewshot=ev.num_fewshot,
+        batch_size=ev.batch_size,
+        seed=ev.seed,
+        dtype=ev.dtype,
+    )
+    result = run_evaluation(ctx, eval_params, model)
+    weights = {o.task: o.weight for o in params.objectives}
+    result["score"] = sum(result["scores"][t] * w for t, w in weights.items())
+    return result
+
+
 def export_recipe(
     ctx: RunContext, params: OptimizeParams, config: Mapping[str, Any], nodes: dict[str, Any], note: str
 ) -> str:
@@ -373,6 +396,18 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
                 problem.make_nodes(rec.config, None),
                 f"Pareto member {i}: {dict(rec.scores)}",
             ).encode(),
+        )
+    if params.strategy == "prune" and params.base:
+        reference = _reference_scores(ctx, params, inputs[params.base], result.best.limit)
+        kept = result.best.score / reference["score"] if reference["score"] else None
+        ctx.extras["unpruned"] = {
+            "scores": reference["scores"],
+            "score": reference["score"],
+            "score_kept": kept,
+        }
+        ctx.log(
+            f"{ctx.node_name}: unpruned {reference['scores']}; the pruned model keeps "
+            + (f"{kept:.1%} of its score" if kept is not None else "an undefined share (unpruned score 0)")
         )
     executed = [r.extra.get("executed", 0) for r in result.trials if not r.replayed]
     ctx.extras.update(
