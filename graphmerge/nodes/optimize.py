@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from graphmerge.errors import SpecError
 from graphmerge.executor import RunContext, run_nodes
@@ -354,10 +354,10 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
                 "objectives": [Objective(name=o.task, weight=o.weight) for o in params.objectives],
             }
         )
-    except Exception as exc:  # pydantic's message is precise; keep it on one line
-        raise SpecError(
-            f"invalid smac settings: {str(exc).splitlines()[1:3]}", fix="see `graphmerge nodes` for the keys"
-        ) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "smac"
+        raise SpecError(f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README") from None
     n_trials = settings.n_trials
 
     def on_trial(record, best) -> None:

@@ -85,7 +85,12 @@ class SmacSettings(BaseModel):
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objective names must be unique, got {names}")
-        if self.min_budget is not None and self.max_budget is not None and self.min_budget > self.max_budget:
+        if (
+            self.facade != "hpo"
+            and self.min_budget is not None
+            and self.max_budget is not None
+            and self.min_budget > self.max_budget
+        ):
             raise ValueError(f"min_budget ({self.min_budget}) must not exceed max_budget ({self.max_budget})")
         if self.facade == "multi_fidelity" and (self.min_budget is None or self.max_budget is None):
             raise ValueError("multi_fidelity needs min_budget and max_budget")
