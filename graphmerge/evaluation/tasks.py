@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -191,22 +191,21 @@ def _members(tm, entry) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- data files
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a nested structure of dicts, lists and tuples."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
 def _data_file_refs(cfg: dict[str, Any]) -> list[str]:
     files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-    out: list[str] = []
-
-    def walk(v):
-        if isinstance(v, str):
-            out.append(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x)
-
-    walk(files)
-    return out
+    return list(_strings(files))
 
 
 def task_data_files(task: str, include_path: PathLike | Iterable[PathLike] | None) -> list[Path]:
@@ -313,20 +312,11 @@ def _function_modules(cfg: Any, ydir: Path) -> list[Path]:
     """Python files referenced by !function entries ('DIR/module.func' strings after load_yaml)."""
     out: list[Path] = []
 
-    def walk(v):
-        if isinstance(v, str) and v.startswith(str(ydir)):
-            mod = v.rpartition(".")[0]
-            p = Path(mod + ".py")
+    for v in _strings(cfg):
+        if v.startswith(str(ydir)):
+            p = Path(v.rpartition(".")[0] + ".py")
             if p.is_file():
                 out.append(p)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x)
-
-    walk(cfg)
     return sorted(set(out))
 
 
