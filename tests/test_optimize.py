@@ -229,3 +229,13 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, sig):
 
     extended = run_graph(graph, cache_dir=tmp_path / "cache", overrides={}, progress=False)
     assert extended.extras["trials_evaluated"] == 0
+
+
+def test_parallel_trials_on_dask_workers(tmp_path):
+    smac = {**SMALL, "n_trials": 4, "n_workers": 2}
+    graph = search_graph(tmp_path, "dis", {"fix_layers": 1, "max_layers": 5}, smac)
+    result = run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["extra"]["evaluations_run"] == 2 for r in rows)  # evaluated in the workers
+    assert result.extras["trials"] == 4
+    assert (tmp_path / "out" / "best_model" / "config.json").exists()
