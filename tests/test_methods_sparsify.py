@@ -58,7 +58,7 @@ def test_rescale_norms():
     )
 
 
-@pytest.mark.parametrize("dist", ["normal", "bf16_differences", "many_ties", "zeros_and_ones"])
+@pytest.mark.parametrize("dist", ["normal", "bf16_differences", "many_ties", "zeros_and_ones", "signed"])
 def test_radix_kth_largest_is_exact(dist):
     from graphmerge.methods.sparsify import kth_largest
 
@@ -70,7 +70,9 @@ def test_radix_kth_largest_is_exact(dist):
         x = (torch.randn(n, generator=g).bfloat16().float() - torch.randn(n, generator=g).bfloat16().float()).abs()
     elif dist == "many_ties":
         x = torch.randint(0, 7, (n,), generator=g).float() * 0.25
-    else:
+    elif dist == "zeros_and_ones":
         x = (torch.rand(n, generator=g) > 0.9).float()
+    else:  # not magnitudes: the general path
+        x = torch.randn(n, generator=g)
     for k in (1, 2, n // 10, n // 2, n - 1, n):
         assert kth_largest(x, k) == torch.kthvalue(x, n - k + 1).values, k

@@ -15,31 +15,43 @@ RESCALE_NORMS = ("l1", "l2", "linf", "inverse")
 
 
 _RADIX_MIN = 1 << 16
+_TIE_CHUNK = 1 << 20
 
 
 def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest element (1-based) of a flat tensor, as a 0-d tensor.
+    """The k-th largest element (1-based) of a flat tensor, as a 0-d tensor."""
+    return _select(values, k)[0]
+
+
+def _select(values: torch.Tensor, k: int) -> tuple[torch.Tensor, int | None]:
+    """(k-th largest value, number of elements strictly greater than it, when known for free).
 
     Non-negative float32 values (magnitudes) are ordered like their int32 bit patterns, so an exact
     two-pass radix select (a histogram of the high 16 bits, then of the low 16 bits inside the one
-    bucket that holds the answer) finds the k-th largest in a few bandwidth-bound passes: about 4x
-    faster than torch.kthvalue and 25x faster than the full sort mergekit uses, on CPU."""
+    bucket that holds the answer) finds the k-th largest in a few bandwidth-bound passes: about 5x
+    faster than torch.kthvalue and 25x faster than the full sort mergekit uses, on CPU. The
+    histograms also count the elements above the answer, which saves a pass over the mask."""
     n = values.numel()
-    if values.dtype != torch.float32 or n < _RADIX_MIN or values.device.type != "cpu" or bool(values.min() < 0):
-        return torch.kthvalue(values, n - k + 1).values
+    if values.dtype != torch.float32 or n < _RADIX_MIN or values.device.type != "cpu":
+        return torch.kthvalue(values, n - k + 1).values, None
     bits = values.view(torch.int32)
     high = bits >> 16
-    counts = torch.bincount(high, minlength=1 << 15)
+    try:
+        counts = torch.bincount(high, minlength=1 << 15)
+    except RuntimeError:  # a negative value (sign bit set): not magnitudes, use the general path
+        return torch.kthvalue(values, n - k + 1).values, None
     from_top = counts.flip(0).cumsum(0)  # from_top[j]: elements whose high bits are >= len - 1 - j
     j = int(torch.searchsorted(from_top, k))
     bucket = counts.numel() - 1 - j
-    rank = k - int(from_top[j] - counts[bucket])  # rank of the answer inside its bucket
+    above_bucket = int(from_top[j] - counts[bucket])
     low = bits[high == bucket] & 0xFFFF
     low_counts = torch.bincount(low, minlength=1 << 16)
     low_from_top = low_counts.flip(0).cumsum(0)
-    low_bits = (1 << 16) - 1 - int(torch.searchsorted(low_from_top, rank))
+    j_low = int(torch.searchsorted(low_from_top, k - above_bucket))
+    low_bits = (1 << 16) - 1 - j_low
+    greater = above_bucket + int(low_from_top[j_low] - low_counts[low_bits])
     answer = torch.tensor([(bucket << 16) | low_bits], dtype=torch.int32).view(torch.float32)[0]
-    return answer
+    return answer, greater
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,12 +62,16 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(values, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
-    thr = kth_largest(flat, k)
+    thr, greater = _select(flat, k)
     mask = flat > thr
-    short = k - int(mask.sum())
-    if short > 0:
-        ties = torch.nonzero(flat == thr).squeeze(1)[:short]
-        mask[ties] = True
+    short = k - (int(mask.sum()) if greater is None else greater)
+    start = 0
+    while short > 0:  # ties at the threshold: the lowest indices, scanning only as far as needed
+        chunk = flat[start : start + _TIE_CHUNK]
+        ties = torch.nonzero(chunk == thr).squeeze(1)[:short]
+        mask[ties + start] = True
+        short -= ties.numel()
+        start += _TIE_CHUNK
     return mask.view(values.shape)
 
 

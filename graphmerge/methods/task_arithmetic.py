@@ -126,7 +126,7 @@ def _sparsify(
         return
     use_norm = rescale_norm is not None and rescale_norm != "inverse"
     before = sp.tensor_norm(delta, rescale_norm) if use_norm else None
-    delta.masked_fill_(mask.logical_not_(), 0.0)
+    delta.mul_(mask)  # one pass; faster than masked_fill_ on CPU
     if rescale_norm is not None:
         sp.rescale(delta, before, rescale_norm, keep_prob)
 
@@ -174,7 +174,7 @@ def generalized_task_arithmetic(
         del votes
         # mergekit keeps sign(d) == elected; zeros never agree. Zero the rest in place, so afterwards
         # "agrees" is simply "is nonzero" (cheaper than carrying a mask through broadcasting wheres).
-        deltas.masked_fill_(torch.mul(deltas, elected) <= 0, 0.0)
+        deltas.mul_(torch.mul(deltas, elected) > 0)
         del elected
         mixed = deltas.sum(dim=0)
         if normalize:
@@ -186,7 +186,7 @@ def generalized_task_arithmetic(
                 for i, wt in enumerate(weights):
                     divisor.add_(agree[i].to(deltas.dtype), alpha=wt)
             del agree
-            mixed /= divisor.masked_fill_(divisor == 0, 1.0)
+            mixed /= divisor.add_(divisor == 0)  # no agreeing model: divide by 1, not 0
     if lam != 1.0:
         mixed *= lam
     return mixed.add_(base)
