@@ -57,6 +57,9 @@ class NodeType:
     cached: bool = False
     effectful: bool = False  # writes outside the cache (save) or drives other graphs (optimize)
     doc: str = ""
+    # For `viz`: "cached" | "partial" | "missing" without running the node, for nodes that cache
+    # their own results (evaluate); None: judged from the node's output model or result key.
+    cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = field(default=None, compare=False)
 
 
 _NODE_TYPES: dict[str, NodeType] = {}
@@ -102,6 +105,7 @@ def node(
     outputs: Sequence[str] = (),
     cached: bool = False,
     effectful: bool = False,
+    cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a node type. `inputs` names the parameter fields that hold node references
     (a string, a list of strings, or a mapping whose keys are references), or is a function
@@ -122,6 +126,7 @@ def node(
             cached=cached,
             effectful=effectful,
             doc=(fn.__doc__ or "").strip().split("\n")[0],
+            cache_state=cache_state,
         )
         return fn
 

@@ -54,6 +54,12 @@ def cache_states(graph: GraphSpec, cache_dir: Path | str | None) -> dict[str, st
             except KeyError:
                 states[name] = "unknown"
                 continue
+            if nt.cache_state is not None:
+                try:
+                    states[name] = nt.cache_state(ctx, spec.params, inputs)
+                except GraphmergeError:
+                    states[name] = "unknown"
+                continue
             if nt.cached:
                 key = node_cache_key(spec, inputs)
                 hit = ctx.cache.get_result(key)

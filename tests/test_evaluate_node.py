@@ -40,6 +40,16 @@ def test_merge_and_eval_second_run_merges_and_evaluates_nothing(tmp_path):
     assert second["evaluations"] == {"run": 0, "cached": 15}
     assert second["tasks"]["executed"] == 0 and second["outputs"] == []
     assert second["scores"] == first["scores"]
+    assert json.loads((REPO / "graphs/out/evaluations/eval_add.json").read_text())["scores"] == first["scores"]["eval_add"]
+
+    # viz knows the evaluations are cached without running them
+    from graphmerge.spec import load_graph
+    from graphmerge.viz import COLOURS, render
+
+    graph = load_graph(REPO / "graphs/merge_and_eval.yaml", overrides={"limit": 10, "out": str(tmp_path / "out")})
+    dot = render(graph, "dot", cache_dir=tmp_path / "cache")
+    line = next(x for x in dot.splitlines() if x.strip().startswith('"eval_ties" ['))
+    assert COLOURS["cached"] in line
 
 
 def _eval_graph(tmp_path: Path, task_line: str, include: Path) -> Path:

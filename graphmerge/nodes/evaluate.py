@@ -37,7 +37,9 @@ class EvaluateParams(NodeParams):
     batch_size: int = Field(32, ge=1)
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the model runs in")
-    results_file: Path | None = Field(None, description="also write the scores here as JSON")
+    results_file: Path | None = Field(
+        None, description="scores as JSON (default: out/evaluations/NODE.json next to the graph)"
+    )
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -60,8 +62,7 @@ def evaluation_key(model_key: str, task_hash: str, metric: str, params: Evaluate
     )
 
 
-def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
-    """Scores of `model` on every task, evaluating only what the cache does not already hold."""
+def _task_specs_and_keys(params: EvaluateParams, model: Model) -> tuple[list, dict[str, str]]:
     from graphmerge.evaluation.tasks import TaskSpec, task_config_hash, task_metrics
 
     include = [str(p) for p in params.include_path]
@@ -77,6 +78,20 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
         spec = TaskSpec(task=entry.task, metric=metric, weight=entry.weight)
         specs.append(spec)
         keys[spec.task] = evaluation_key(model.key, task_config_hash(spec.task, include), metric, params)
+    return specs, keys
+
+
+def evaluation_state(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> str:
+    """How many of this node's scores the cache already holds (for `graphmerge viz`)."""
+    _, keys = _task_specs_and_keys(params, inputs[params.input])
+    hits = sum(ctx.cache.get_result(k) is not None for k in keys.values())
+    return "cached" if hits == len(keys) else "partial" if hits else "missing"
+
+
+def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
+    """Scores of `model` on every task, evaluating only what the cache does not already hold."""
+    include = [str(p) for p in params.include_path]
+    specs, keys = _task_specs_and_keys(params, model)
 
     scores: dict[str, float] = {}
     missing = []
@@ -123,13 +138,14 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
     }
 
 
-@node("evaluate", version="1", params=EvaluateParams, inputs=["input"])
+@node("evaluate", version="1", params=EvaluateParams, inputs=["input"], cache_state=evaluation_state)
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""
     result = run_evaluation(ctx, params, inputs[params.input])
     shown = ", ".join(f"{t}={v:.4f}" for t, v in result["scores"].items())
     if not ctx.node_name.startswith("__"):  # trial evaluations are reported by the search's progress line
         ctx.log(f"evaluate {params.input}: {shown}" + (f" (limit {params.limit})" if params.limit else ""))
-    if params.results_file is not None:
-        atomic_write_bytes(params.results_file, json.dumps(result, indent=2).encode())
+    if not ctx.node_name.startswith("__"):  # a graph's own evaluate node, not a search trial's
+        path = params.results_file or ctx.graph.dir / "out" / "evaluations" / f"{ctx.node_name}.json"
+        atomic_write_bytes(Path(path), json.dumps(result, indent=2).encode())
     return result

@@ -357,7 +357,9 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "smac"
-        raise SpecError(f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README") from None
+        raise SpecError(
+            f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README"
+        ) from None
     n_trials = settings.n_trials
 
     def on_trial(record, best) -> None:
