@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+import typing
+
 from pydantic_core import PydanticUndefined
 
 from graphmerge.methods import all_methods
@@ -9,8 +12,16 @@ from graphmerge.registry import all_node_types
 
 
 def _type_name(annotation) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pathlib.", "")
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 def describe_all() -> str:
