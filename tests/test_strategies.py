@@ -32,7 +32,7 @@ def test_registry():
 
 
 def test_lfs_space_conditions_and_nodes():
-    cs, s = space_and_settings("lfs", layer_granularity=4)
+    cs, s = space_and_settings("lfs", layer_granularity=4, embed="average")
     # per group: method + 3 sets x (3 linear weights + ta lambda + ties density, lambda + slerp t) + slerp pair
     assert len(cs) == 2 * (1 + 3 * 7 + 1) == 46
     for cfg in sample(cs):
@@ -57,6 +57,24 @@ def test_lfs_space_conditions_and_nodes():
                 assert [e.get("filter") for e in t] == ["*self_attn*", "*mlp*", None]
             if spec["method"] == "linear":
                 assert set(spec["models"]) == set(MODELS)
+
+
+def test_lfs_searched_embed_makes_initial_configs_the_exact_sources():
+    cs, s = space_and_settings("lfs", layer_granularity=4)
+    assert len(cs) == 46 + 1 and "embed" in cs
+    for cfg, source in zip(get_strategy("lfs").initial_configs(s, INFO), MODELS):
+        nodes = get_strategy("lfs").trial_nodes(cfg, s, INFO)
+        assert "embed" not in nodes and nodes["model"]["embed_from"] == source
+        for sl in nodes["model"]["slices"]:
+            weights = {m: spec["weight"] for m, spec in sl["merge"]["models"].items()}
+            assert weights == {
+                m: [
+                    {"filter": "*self_attn*", "value": float(m == source)},
+                    {"filter": "*mlp*", "value": float(m == source)},
+                    {"value": float(m == source)},
+                ]
+                for m in MODELS
+            }
 
 
 def test_lfs_uneven_groups_single_set_and_initial_configs():

@@ -14,9 +14,10 @@ original samples every method's parameters in every trial, so the surrogate mode
 kept `density` instead of the mask rate (density = 1 - mask rate); slerp chooses its pair explicitly instead
 of taking the two models with the largest summed `t` after a softmax.
 
-Non-layer tensors (embeddings, final norm, LM head) come from `embed`: "average" (default: a linear average
-of the models, emitted as trial node `embed`; it does not depend on the config, so it is computed once and
-cached), "base", or any model reference.
+Non-layer tensors (embeddings, final norm, LM head) come from `embed`: "average" (a linear average of the
+models, emitted as trial node `embed`; it does not depend on the config, so it is computed once and cached),
+"base", any model reference, or "search" (default): a categorical `embed` over "average" and the models, so
+that the initial design can hold every source model exactly as it is.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class LfsSettings(StrategySettings):
     lambda_range: tuple[float, float] = (0.0, 1.0)
     density_range: tuple[float, float] = (0.01, 1.0)
     t_range: tuple[float, float] = (0.0, 1.0)
-    embed: str = "average"
+    embed: str = "search"
 
     @model_validator(mode="after")
     def _check(self):
@@ -81,8 +82,8 @@ class LfsSettings(StrategySettings):
             lo, hi = getattr(self, key)
             if not lo < hi:
                 raise ValueError(f"{key} must be [low, high] with low < high, got {[lo, hi]}")
-        if self.embed not in ("average", "base") and self.embed not in [*self.models, self.base]:
-            raise ValueError(f"embed must be average, base or one of the models, got {self.embed!r}")
+        if self.embed not in ("average", "base", "search") and self.embed not in [*self.models, self.base]:
+            raise ValueError(f"embed must be search, average, base or one of the models, got {self.embed!r}")
         if self.embed == "base" and self.base is None:
             raise ValueError("embed: base needs `base`")
         return self
@@ -104,6 +105,8 @@ def _pairs(models: list[str]) -> list[str]:
 
 def build_space(settings: LfsSettings, model_info: ModelInfo) -> ConfigurationSpace:
     cs = ConfigurationSpace(seed=0)
+    if settings.embed == "search":
+        cs.add(Categorical("embed", ["average", *settings.models], default="average"))
     default_method = "linear" if "linear" in settings.methods else settings.methods[0]
     for g in range(len(groups(settings, model_info))):
         method = Categorical(f"g{g}_method", list(settings.methods), default=default_method)
@@ -142,7 +145,7 @@ def initial_configs(settings: LfsSettings, model_info: ModelInfo) -> list[dict[s
     lo, hi = settings.weight_range
     out = []
     for chosen in settings.models:
-        cfg: dict[str, Any] = {}
+        cfg: dict[str, Any] = {"embed": chosen} if settings.embed == "search" else {}
         for g in range(len(groups(settings, model_info))):
             cfg[f"g{g}_method"] = "linear"
             for s in settings.sets:
@@ -196,17 +199,18 @@ def trial_nodes(
 ) -> dict[str, dict[str, Any]]:
     cfg = checked_config(build_space(settings, model_info), config, strategy="lfs")
     nodes: dict[str, dict[str, Any]] = {}
-    if settings.embed == "average":
+    embed = str(cfg["embed"]) if settings.embed == "search" else settings.embed
+    if embed == "average":
         nodes["embed"] = {
             "op": "merge",
             "method": "linear",
             "models": {m: {WEIGHT: 1.0} for m in settings.models},
         }
         embed_ref = "embed"
-    elif settings.embed == "base":
+    elif embed == "base":
         embed_ref = settings.base
     else:
-        embed_ref = settings.embed
+        embed_ref = embed
     slices = [
         {"merge": merge_spec(cfg, g, settings), "layers": [start, end]}
         for g, (start, end) in enumerate(groups(settings, model_info))
