@@ -15,25 +15,40 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_llama(path: Path, seed: int, *, layers: int = 2, hidden: int = 16, vocab: int = 64) -> Path:
+def make_llama(
+    path: Path,
+    seed: int,
+    *,
+    layers: int = 2,
+    hidden: int = 16,
+    vocab: int = 64,
+    tie: bool = False,
+    noise: float = 0.02,
+    max_shard_size: str | None = None,
+    **config: object,
+) -> Path:
+    """A tiny random Llama folder with every tensor distinct (norms start as all-ones, so noise is
+    added everywhere), saved as safetensors."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=tie,
+            **config,
+        )
     )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # norms start as all-ones: make every tensor distinct so counts are simple
+    with torch.no_grad():
         for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-    model.save_pretrained(path, safe_serialization=True)
+            param.add_(torch.randn_like(param) * noise)
+    model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     return path
 
 

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str) -> tuple[int, dict | None, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "graphmerge.cli", *args], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-m", "graphmerge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
@@ -26,8 +30,18 @@ def run_cli(*args: str) -> tuple[int, dict | None, str]:
 
 @pytest.mark.slow
 def test_merge_and_eval_second_run_merges_and_evaluates_nothing(tmp_path):
-    args = ["run", str(REPO / "graphs/merge_and_eval.yaml"), "--set", "limit=10", "--set", f"out={tmp_path / 'out'}",
-            "--cache-dir", str(tmp_path / "cache"), "--json", "--no-progress"]
+    args = [
+        "run",
+        str(REPO / "graphs/merge_and_eval.yaml"),
+        "--set",
+        "limit=10",
+        "--set",
+        f"out={tmp_path / 'out'}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        "--no-progress",
+    ]
     code, first, err = run_cli(*args)
     assert code == 0, err
     assert first["evaluations"] == {"run": 15, "cached": 0}
@@ -40,13 +54,18 @@ def test_merge_and_eval_second_run_merges_and_evaluates_nothing(tmp_path):
     assert second["evaluations"] == {"run": 0, "cached": 15}
     assert second["tasks"]["executed"] == 0 and second["outputs"] == []
     assert second["scores"] == first["scores"]
-    assert json.loads((REPO / "graphs/out/evaluations/eval_add.json").read_text())["scores"] == first["scores"]["eval_add"]
+    assert (
+        json.loads((REPO / "graphs/out/evaluations/eval_add.json").read_text())["scores"]
+        == first["scores"]["eval_add"]
+    )
 
     # viz knows the evaluations are cached without running them
     from graphmerge.spec import load_graph
     from graphmerge.viz import COLOURS, render
 
-    graph = load_graph(REPO / "graphs/merge_and_eval.yaml", overrides={"limit": 10, "out": str(tmp_path / "out")})
+    graph = load_graph(
+        REPO / "graphs/merge_and_eval.yaml", overrides={"limit": 10, "out": str(tmp_path / "out")}
+    )
     dot = render(graph, "dot", cache_dir=tmp_path / "cache")
     line = next(x for x in dot.splitlines() if x.strip().startswith('"eval_ties" ['))
     assert COLOURS["cached"] in line
@@ -57,7 +76,7 @@ def _eval_graph(tmp_path: Path, task_line: str, include: Path) -> Path:
     graph.write_text(
         f"""
 nodes:
-  add: {{op: load, path: {REPO / 'models/tiny/add'}}}
+  add: {{op: load, path: {REPO / "models/tiny/add"}}}
   score:
     op: evaluate
     input: add

@@ -67,7 +67,9 @@ def test_radix_kth_largest_is_exact(dist):
     if dist == "normal":
         x = torch.randn(n, generator=g).abs()
     elif dist == "bf16_differences":
-        x = (torch.randn(n, generator=g).bfloat16().float() - torch.randn(n, generator=g).bfloat16().float()).abs()
+        x = (
+            torch.randn(n, generator=g).bfloat16().float() - torch.randn(n, generator=g).bfloat16().float()
+        ).abs()
     elif dist == "many_ties":
         x = torch.randint(0, 7, (n,), generator=g).float() * 0.25
     elif dist == "zeros_and_ones":

@@ -10,6 +10,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -59,31 +60,22 @@ def make_model(
     max_shard_size: str | None = None,
 ) -> Path:
     """A tiny random Llama folder; with `text`, a BPE tokenizer trained on it sets the vocabulary."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     vocab = vocab_size
     if text is not None:
         vocab = len(make_tokenizer(path, text, vocab_size))
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=tie,
+    conftest.make_llama(
+        path,
+        seed,
+        layers=layers,
+        hidden=hidden,
+        vocab=vocab,
+        tie=tie,
+        noise=0.05,
+        max_shard_size=max_shard_size,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
     )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # norms start as all-ones: make every tensor distinct
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-    model.save_pretrained(path, **kwargs)
     if not safe:  # an old-style PyTorch checkpoint (transformers 5 no longer writes .bin itself)
         weights = path / "model.safetensors"
         torch.save(dict(load_file(weights)), path / "pytorch_model.bin")

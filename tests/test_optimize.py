@@ -236,6 +236,8 @@ def test_parallel_trials_on_dask_workers(tmp_path):
     graph = search_graph(tmp_path, "dis", {"fix_layers": 1, "max_layers": 5}, smac)
     result = run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all(r["extra"]["evaluations_run"] == 2 for r in rows)  # evaluated in the workers
+    assert len(rows) == 4 and all(
+        r["extra"]["evaluations_run"] == 2 for r in rows
+    )  # evaluated in the workers
     assert result.extras["trials"] == 4
     assert (tmp_path / "out" / "best_model" / "config.json").exists()

@@ -20,8 +20,18 @@ def test_plugin_method_and_node_run_and_are_listed(tmp_path, capsys):
     assert "noise" in listing and "elementwise_max" in listing
 
     out = tmp_path / "custom"
-    args = ["run", str(REPO / "examples/custom.yaml"), "--plugin", PLUGIN, "--set", f"out={out}",
-            "--cache-dir", str(tmp_path / "c"), "--json", "--no-progress"]
+    args = [
+        "run",
+        str(REPO / "examples/custom.yaml"),
+        "--plugin",
+        PLUGIN,
+        "--set",
+        f"out={out}",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--json",
+        "--no-progress",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     got = load_file(str(out / "model.safetensors"))

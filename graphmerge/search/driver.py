@@ -592,16 +592,3 @@ def _renumber(rec: TrialRecord, order: int) -> TrialRecord:
     from dataclasses import replace
 
     return rec if rec.order == order else replace(rec, order=order)
-
-
-__all__ = [
-    "Objective",
-    "SearchInterrupted",
-    "SearchResult",
-    "SmacSettings",
-    "TrialOutcome",
-    "TrialRecord",
-    "best_record",
-    "progress_line",
-    "run_search",
-]
