@@ -216,7 +216,7 @@ def run_nodes(ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | No
 def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> None:
     for name in graph.order:
         spec = graph.nodes[name]
-        inputs = {ref: _lookup(values, ref) for ref in spec.inputs}
+        inputs = {ref: lookup_ref(values, ref) for ref in spec.inputs}
         nt = spec.node_type
         if nt.cached:
             key = node_cache_key(spec, inputs)
@@ -238,7 +238,8 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
         values[name] = result
 
 
-def _lookup(values: Mapping[str, Any], ref: str) -> Any:
+def lookup_ref(values: Mapping[str, Any], ref: str) -> Any:
+    """The value a reference names: `node`, or `node.output` of a node with several outputs."""
     name, _, output = ref.partition(".")
     value = values[name]
     if output:

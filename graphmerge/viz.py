@@ -11,7 +11,7 @@ from typing import Any
 
 from graphmerge.cache import default_cache_dir
 from graphmerge.errors import GraphmergeError
-from graphmerge.executor import RunContext, node_cache_key
+from graphmerge.executor import RunContext, lookup_ref, node_cache_key
 from graphmerge.plan import Model
 from graphmerge.spec import GraphSpec
 
@@ -50,7 +50,7 @@ def cache_states(graph: GraphSpec, cache_dir: Path | str | None) -> dict[str, st
             spec = graph.nodes[name]
             nt = spec.node_type
             try:
-                inputs = {ref: _lookup(values, ref) for ref in spec.inputs}
+                inputs = {ref: lookup_ref(values, ref) for ref in spec.inputs}
             except KeyError:
                 states[name] = "unknown"
                 continue
@@ -80,12 +80,6 @@ def cache_states(graph: GraphSpec, cache_dir: Path | str | None) -> dict[str, st
     finally:
         ctx.cache.close()
     return states
-
-
-def _lookup(values: dict[str, Any], ref: str) -> Any:
-    name, _, output = ref.partition(".")
-    value = values[name]
-    return value[output] if output else value
 
 
 def _model_state(ctx: RunContext, value: Any) -> str:

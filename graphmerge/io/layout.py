@@ -318,7 +318,10 @@ def fold_layer_scale(name: str, tensor: torch.Tensor, scale: float, layout: Mode
                 fix="use scale 1.0 for this architecture",
             )
         return tensor
-    t = tensor.float() * scale
-    if layout.post_branch_norms and layout.norm_offset:
-        t = t + (scale - 1.0) * layout.norm_offset
-    return t.to(tensor.dtype)
+    return scale_branch_output(tensor, scale, layout.norm_offset if layout.post_branch_norms else 0.0)
+
+
+def scale_branch_output(tensor: torch.Tensor, scale: float, offset: float = 0.0) -> torch.Tensor:
+    """The folded tensor (see fold_layer_scale): s*w for output projections (offset 0), s*(o + w) - o
+    for post-branch norm weights with offset o. Computed in float32, returned in the tensor's dtype."""
+    return (tensor.float() * scale + (scale - 1.0) * offset).to(tensor.dtype)

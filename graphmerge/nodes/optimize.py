@@ -120,6 +120,21 @@ def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int
     )
 
 
+def evaluate_spec(params: OptimizeParams, input_ref: str, limit: int | None) -> dict[str, Any]:
+    """The `evaluate` node parameters that score a model for this search's objectives."""
+    ev = params.evaluation
+    return {
+        "input": input_ref,
+        "tasks": [o.model_dump(exclude_none=True) for o in params.objectives],
+        "include_path": [str(p) for p in params.include_path],
+        "limit": limit if limit is not None else ev.limit,
+        "num_fewshot": ev.num_fewshot,
+        "batch_size": ev.batch_size,
+        "seed": ev.seed,
+        "dtype": ev.dtype,
+    }
+
+
 def trial_graph(
     ctx_graph: GraphSpec, params: OptimizeParams, nodes: dict[str, Any], limit: int | None
 ) -> GraphSpec:
@@ -129,18 +144,7 @@ def trial_graph(
             f"the trial subgraph has no node '{params.output}'",
             fix="name its final model node `model` or set `output:`",
         )
-    ev = params.evaluation
-    nodes[EVAL_NODE] = {
-        "op": "evaluate",
-        "input": params.output,
-        "tasks": [o.model_dump(exclude_none=True) for o in params.objectives],
-        "include_path": [str(p) for p in params.include_path],
-        "limit": limit if limit is not None else ev.limit,
-        "num_fewshot": ev.num_fewshot,
-        "batch_size": ev.batch_size,
-        "seed": ev.seed,
-        "dtype": ev.dtype,
-    }
+    nodes[EVAL_NODE] = {"op": "evaluate", **evaluate_spec(params, params.output, limit)}
     return build_graph(
         {"nodes": nodes, "seed": ctx_graph.seed}, graph_dir=ctx_graph.dir, external=ctx_graph.nodes
     )
@@ -266,17 +270,7 @@ def _reference_scores(
     """The objectives' weighted score of an input model (cached like any evaluation)."""
     from graphmerge.nodes.evaluate import EvaluateParams, run_evaluation
 
-    ev = params.evaluation
-    eval_params = EvaluateParams(
-        input="reference",
-        tasks=[o.model_dump(exclude_none=True) for o in params.objectives],
-        include_path=params.include_path,
-        limit=limit if limit is not None else ev.limit,
-        num_fewshot=ev.num_fewshot,
-        batch_size=ev.batch_size,
-        seed=ev.seed,
-        dtype=ev.dtype,
-    )
+    eval_params = EvaluateParams(**evaluate_spec(params, "reference", limit))
     result = run_evaluation(ctx, eval_params, model)
     weights = {o.task: o.weight for o in params.objectives}
     result["score"] = sum(result["scores"][t] * w for t, w in weights.items())

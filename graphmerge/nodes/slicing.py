@@ -13,7 +13,7 @@ import torch
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
-from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers
+from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers, scale_branch_output
 from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
@@ -23,7 +23,7 @@ from graphmerge.registry import node, tensor_op
 @tensor_op("fold_scale", version="1")
 def fold_scale(x: torch.Tensor, *, scale: float, offset: float) -> torch.Tensor:
     # See graphmerge.io.layout.fold_layer_scale for what a layer scale means and why this is exact.
-    return (x.to(torch.float32) * scale + (scale - 1.0) * offset).to(x.dtype)
+    return scale_branch_output(x, scale, offset)
 
 
 class SliceEntry(NodeParams):
