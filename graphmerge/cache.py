@@ -26,6 +26,8 @@ import xxhash
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from graphmerge.filemode import file_mode
+
 
 def default_cache_dir() -> Path:
     env = os.environ.get("GRAPHMERGE_CACHE")
@@ -43,6 +45,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if durable:

@@ -35,6 +35,14 @@ def _add_graph(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="default: $GRAPHMERGE_CACHE or ./.graphmerge")
 
 
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers import Python code shipped in model folders (auto_map); off by default",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphmerge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda (auto = CUDA when present)")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_trust(run)
     _add_common(run)
 
     val = sub.add_parser("validate", help="check a graph without running it")
     _add_graph(val)
+    _add_trust(val)
     _add_common(val)
 
     viz = sub.add_parser("viz", help="draw the graph")
@@ -89,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         progress=not args.no_progress,
+        trust_remote_code=args.trust_remote_code,
     )
     summary = result.summary()
     s = result.stats

@@ -175,6 +175,7 @@ class RunContext:
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
     extras: dict[str, Any] = field(default_factory=dict)  # summary fields set by nodes (search results)
     node_name: str = ""  # the node being run
+    trust_remote_code: bool = False  # may transformers import code found in model folders
 
     @property
     def seed(self) -> int:

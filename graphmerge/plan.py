@@ -82,6 +82,7 @@ class Model:
     tokenizer_key: str = ""
     provenance: tuple[str, ...] = ()
     source_dir: Path | None = None  # the folder this model was loaded from, when unchanged
+    code_dir: Path | None = None  # the folder holding the model's custom code (auto_map), if any
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))

@@ -50,6 +50,7 @@ def make_context(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> RunContext:
     cache = Cache(cache_dir or default_cache_dir())
     stats = RunStats()
@@ -61,6 +62,7 @@ def make_context(
         executor=TensorExecutor(cache, dev, stats, progress=progress),
         graph=graph,
         progress=progress,
+        trust_remote_code=trust_remote_code or graph.trust_remote_code,
     )
     if log is not None:
         ctx.log = log
@@ -76,10 +78,18 @@ def run_graph(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> RunResult:
     start = time.perf_counter()
     graph = load_graph(path, text=text, overrides=overrides)
-    ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log)
+    ctx = make_context(
+        graph,
+        cache_dir=cache_dir,
+        device=device,
+        progress=progress,
+        log=log,
+        trust_remote_code=trust_remote_code,
+    )
     try:
         values = run_nodes(ctx, graph)
     finally:

@@ -26,7 +26,7 @@ VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _SENTINEL = re.compile(r"\$__gmvar_([A-Za-z0-9_.]+)__\$")
 # Left alone at load time: filled per trial by the optimize node.
 DEFERRED_VARS = ("params.", "budget")
-TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description")
+TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description", "trust_remote_code")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class GraphSpec:
     order: tuple[str, ...]
     seed: int = 0
     lines: Mapping[tuple, int] = field(default_factory=dict, compare=False)
+    trust_remote_code: bool = False  # the graph's own consent to run code from model folders
 
     def where(self, node: str | None = None, key: str | None = None) -> str:
         return _where(self.file, self.lines, node, key)
@@ -240,6 +241,10 @@ def build_graph(
     for _ in range(5):  # variables may reference other variables
         variables = {k: substitute(v, variables, f"{loc}: vars.{k}") for k, v in variables.items()}
     seed = data.get("seed", 0)
+    if not isinstance(data.get("trust_remote_code", False), bool):
+        problems.append(
+            f"{loc}:{lines.get(('trust_remote_code',), '?')}: trust_remote_code must be true or false"
+        )
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
         raise SpecError(
@@ -332,6 +337,7 @@ def build_graph(
         order=order,
         seed=int(seed),
         lines=lines,
+        trust_remote_code=data.get("trust_remote_code") is True,
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from graphmerge.errors import ModelError
+from graphmerge.io.remote_code import untrusted_error
 
 __all__ = ["build_model"]
 
@@ -33,6 +35,9 @@ def build_model(
     tensors: Mapping[str, torch.Tensor],
     dtype: torch.dtype | str | None = torch.float32,
     device: str | torch.device = "cpu",
+    *,
+    trust_remote_code: bool = False,
+    code_dir: str | Path | None = None,
 ):
     """Construct ``AutoModelForCausalLM.from_config(config)`` and load ``tensors`` into it, strictly.
 
@@ -40,8 +45,11 @@ def build_model(
     are the checkpoint names (as in model.safetensors). A missing ``lm_head.weight`` is fine when
     the config ties the embeddings; any other missing or unexpected name raises ``ModelError``.
     The model comes back in eval mode, in ``dtype`` (None: the tensors' dtype) on ``device``.
+    A ``model_type`` transformers does not know needs the custom code named by the config's
+    ``auto_map``: it is imported from ``code_dir`` only with ``trust_remote_code``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if isinstance(config, PretrainedConfig):
         cfg = config
@@ -52,10 +60,13 @@ def build_model(
             raise ModelError(
                 "config has no model_type", where="build_model", fix="pass the model's config.json"
             )
-        try:
-            cfg = AutoConfig.for_model(model_type, **cfg_dict)
-        except ValueError as e:
-            raise ModelError(f"unknown model_type {model_type!r}: {e}", where="build_model") from None
+        if model_type not in CONFIG_MAPPING and cfg_dict.get("auto_map"):
+            cfg = _custom_config(model_type, cfg_dict, trust_remote_code, code_dir)
+        else:
+            try:
+                cfg = AutoConfig.for_model(model_type, **cfg_dict)
+            except ValueError as e:
+                raise ModelError(f"unknown model_type {model_type!r}: {e}", where="build_model") from None
 
     target = _dtype(dtype)
     if target is None:
@@ -64,7 +75,7 @@ def build_model(
 
     # Parameters on the meta device (no memory, no random init); buffers (rotary tables) stay real.
     with _params_on_meta():
-        model = AutoModelForCausalLM.from_config(cfg, dtype=target)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=target, trust_remote_code=trust_remote_code)
 
     expected = {n: p for n, p in model.named_parameters(remove_duplicate=False)}
     expected.update(dict(model.named_buffers()))
@@ -103,6 +114,18 @@ def build_model(
     if left:
         raise ModelError(f"no tensor for {_names(left)}", where="build_model")
     return model.to(device=device).eval()
+
+
+def _custom_config(model_type: str, cfg_dict: dict, trust_remote_code: bool, code_dir):
+    """The config class a folder's own code defines, filled from `cfg_dict`."""
+    from transformers import AutoConfig
+
+    if not trust_remote_code or code_dir is None:
+        raise untrusted_error(code_dir or "the model's source", f"model code (model_type {model_type!r})")
+    base = AutoConfig.from_pretrained(str(code_dir), trust_remote_code=True, local_files_only=True)
+    cfg = type(base).from_dict(cfg_dict)
+    cfg._name_or_path = str(code_dir)  # where from_config finds the modelling code
+    return cfg
 
 
 @contextmanager

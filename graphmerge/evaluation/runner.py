@@ -14,6 +14,7 @@ import torch
 
 from graphmerge.errors import EvaluationError
 from graphmerge.evaluation.tasks import TaskSpec, quiet_lm_eval, resolve_tasks
+from graphmerge.io.remote_code import untrusted_error
 
 __all__ = ["EvalResult", "evaluate", "load_tokenizer"]
 
@@ -35,21 +36,24 @@ class EvalResult:
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(path: str):
+def _tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e):
+            raise untrusted_error(path, "tokenizer code") from None
         raise EvaluationError(
             f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}",
             fix="point tokenizer_path at a model folder with tokenizer files",
         ) from None
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """AutoTokenizer.from_pretrained(path), memoised per resolved path."""
-    return _tokenizer(str(Path(path).expanduser().resolve()))
+def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False):
+    """AutoTokenizer.from_pretrained(path), memoised per resolved path; a folder's own tokenizer
+    code runs only with ``trust_remote_code``."""
+    return _tokenizer(str(Path(path).expanduser().resolve()), trust_remote_code)
 
 
 def _quiet_hflm_class():
@@ -146,6 +150,7 @@ def evaluate(
     *,
     log_samples: bool = False,
     show_progress: bool = False,
+    trust_remote_code: bool = False,
 ) -> EvalResult:
     """Run lm-eval ``tasks`` on a model instance (e.g. from ``build_model``) or a model folder.
 
@@ -171,7 +176,15 @@ def evaluate(
                 raise EvaluationError(
                     f"{path} is not a model folder (no config.json)", fix="pass a saved HF model folder"
                 )
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device).eval()
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(path), dtype=torch.float32, trust_remote_code=trust_remote_code
+                )
+            except ValueError as e:
+                if "trust_remote_code" in str(e):
+                    raise untrusted_error(path, "model code") from None
+                raise
+            model = model.to(device).eval()
             tokenizer_path = tokenizer_path or path
         elif isinstance(model_or_path, PreTrainedModel):
             model = model_or_path.eval()
@@ -186,11 +199,17 @@ def evaluate(
             raise EvaluationError(
                 "no tokenizer_path given", fix="pass the folder holding the tokenizer files"
             )
-        tokenizer = load_tokenizer(tokenizer_path)
+        tokenizer = load_tokenizer(tokenizer_path, trust_remote_code)
 
         if _HFLM is None:
             _HFLM = _quiet_hflm_class()
-        lm = _HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm = _HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
         lm.show_progress = show_progress
 
         import lm_eval

@@ -8,21 +8,24 @@ leaves a half-written model at the output path and an existing output survives a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from graphmerge.errors import ModelError, SpecError
+from graphmerge.filemode import dir_mode, file_mode
 from graphmerge.io.folder import tokenizer_files
 
-__all__ = ["write_hf_model", "parse_size", "DTYPES"]
+__all__ = ["DTYPES", "SaveOutcome", "parse_size", "save_hf_model", "write_hf_model"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -44,6 +47,7 @@ _UNITS = {
 }
 _TMP_MARK = ".graphmerge-tmp-"
 _OLD_MARK = ".graphmerge-old-"
+_LOCK_MARK = ".graphmerge-lock"
 
 
 def parse_size(size: int | str) -> int:
@@ -62,30 +66,82 @@ def parse_size(size: int | str) -> int:
     return value
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class _OutputLock:
+    """An exclusive lock on one output path, held in a hidden file beside it and removed on release.
+
+    A lock file that a releasing holder unlinks could be locked by a waiter through the unlinked
+    inode; so after locking, the holder checks that the path still names the inode it holds and
+    retries otherwise. A killed holder's lock is released by the kernel; its file is reused."""
+
+    def __init__(self, out: Path):
+        self.path = out.parent / f".{out.name}{_LOCK_MARK}"
+        self.fd: int | None = None
+        self.waited = False
+
+    def __enter__(self) -> _OutputLock:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return self
+            os.close(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.fd is not None
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
 
 
 def _remove_stale_temps(out_dir: Path) -> None:
-    # A hard kill (SIGKILL, power loss) cannot clean up; the next write removes leftovers of dead writers.
-    pattern = re.compile(
-        rf"^\.{re.escape(out_dir.name)}({re.escape(_TMP_MARK)}|{re.escape(_OLD_MARK)})(\d+)-"
-    )
+    """Remove what killed writers left beside `out_dir`. Called with the output's lock held, so no
+    live writer has a temporary or old folder there."""
+    prefix = f".{out_dir.name}"
     for p in out_dir.parent.iterdir():
-        m = pattern.match(p.name)
-        if not (m and p.is_dir() and not _pid_alive(int(m.group(2)))):
+        if not p.name.startswith(prefix) or not p.is_dir():
             continue
-        if m.group(1) == _OLD_MARK and not out_dir.exists():
+        rest = p.name[len(prefix) :]
+        if rest.startswith(_OLD_MARK) and not out_dir.exists():
             # Killed between "rename old away" and "rename new in": the old output is the only copy.
             p.rename(out_dir)
-        else:
+        elif rest.startswith((_TMP_MARK, _OLD_MARK)):
             shutil.rmtree(p, ignore_errors=True)
+    _fsync_dir(out_dir.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_durable(folder: Path) -> None:
+    """Give every file and folder the umask's permissions and flush it to disk (the data first,
+    then the directory entries), so the folder renamed into place holds whole files after a crash."""
+    fmode, dmode = file_mode(), dir_mode()
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fchmod(fd, fmode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(root, dmode)
+        _fsync_dir(Path(root))
 
 
 def _safe_relative(name: str) -> Path:
@@ -156,7 +212,21 @@ class _ShardWriter:
         (self.tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+@dataclass(frozen=True)
+class SaveOutcome:
+    path: Path
+    written: bool  # False: `skip_if` found the output already current (nothing was consumed)
+    waited: bool  # another writer held the output's lock first
+
+
 def write_hf_model(
+    out_dir: Path | str, config: Mapping, tensors: Iterable[tuple[str, torch.Tensor]], **kw
+) -> Path:
+    """`save_hf_model` returning only the output's absolute path."""
+    return save_hf_model(out_dir, config, tensors, **kw).path
+
+
+def save_hf_model(
     out_dir: Path | str,
     config: Mapping,
     tensors: Iterable[tuple[str, torch.Tensor]],
@@ -167,70 +237,67 @@ def write_hf_model(
     max_shard_size: int | str = "2GB",
     model_card: str | None = None,
     extra_files: Mapping[str, str] | None = None,
-) -> Path:
-    """Write a loadable HF model folder at `out_dir` atomically; returns its absolute path.
+    copy_files: Iterable[Path] = (),
+    skip_if: Callable[[Path], bool] | None = None,
+) -> SaveOutcome:
+    """Write a loadable HF model folder at `out_dir` atomically.
 
     `config` is written as given (the caller sets layer count and vocab) except the dtype keys, which
     are set from `dtype` (floating tensors are cast to it; None keeps each tensor's dtype and records
     the first floating dtype seen). `tokenizer_from` / `generation_config_from` are model folders (or,
-    for the latter, the generation_config.json file itself) whose files are copied.
-    An existing `out_dir` is replaced only on success, and only if it looks like a model folder
-    (has config.json) or is empty, so a mistyped path never deletes unrelated data.
+    for the latter, the generation_config.json file itself) whose files are copied; `copy_files` are
+    copied too (custom code). An existing `out_dir` is replaced only on success, and only if it looks
+    like a model folder (has config.json) or is empty, so a mistyped path never deletes unrelated data.
+
+    Writers of one path take turns (a lock file beside it); each first removes what killed writers
+    left there, then asks `skip_if(out)` whether the output is already what it would write (e.g. a
+    concurrent run just wrote it), and only then consumes `tensors`.
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _OutputLock(out) as lock:
+        _remove_stale_temps(out)
+        if skip_if is not None and skip_if(out):
+            return SaveOutcome(out, written=False, waited=lock.waited)
+        _check_replaceable(out)  # a concurrent writer may have put something else there meanwhile
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = out.parent / f".{out.name}{_TMP_MARK}{tag}"
+        tmp.mkdir()
+        try:
+            _write_folder(
+                tmp,
+                config,
+                tensors,
+                tokenizer_from=tokenizer_from,
+                generation_config_from=generation_config_from,
+                dtype=dtype,
+                limit=limit,
+                model_card=model_card,
+                extra_files=extra_files,
+                copy_files=copy_files,
+            )
+            _make_durable(tmp)
+        except BaseException:
+            # Includes KeyboardInterrupt: nothing half-written may survive, and out is untouched.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _swap_in(tmp, out, tag)
+    return SaveOutcome(out, written=True, waited=lock.waited)
+
+
+def _check_replaceable(out: Path) -> None:
     if out.exists() and not (out.is_dir() and ((out / "config.json").is_file() or not any(out.iterdir()))):
         raise ModelError(
             f"output path {out} exists and is not a model folder",
             fix="choose another output path or remove it yourself",
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = out.parent / f".{out.name}{_TMP_MARK}{tag}"
-    tmp.mkdir()
-    try:
-        writer = _ShardWriter(tmp, dtype, limit)
-        first_float: torch.dtype | None = None
-        for name, t in tensors:
-            writer.add(name, t)
-            if first_float is None and t.is_floating_point():
-                first_float = dtype or t.dtype
-        writer.finish()
 
-        cfg = dict(config)
-        saved_dtype = dtype or first_float
-        if saved_dtype is not None:
-            # transformers 5 reads "dtype"; older releases (and mergekit users) read "torch_dtype".
-            dname = str(saved_dtype).removeprefix("torch.")
-            cfg["dtype"] = dname
-            cfg["torch_dtype"] = dname
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
-        if tokenizer_from is not None:
-            src = Path(tokenizer_from)
-            files = tokenizer_files(src)
-            if not files:
-                raise ModelError(f"no tokenizer files in {src}", fix="point tokenizer_from at a model folder")
-            for f in files:
-                shutil.copy2(f, tmp / f.name)
-        if generation_config_from is not None:
-            g = Path(generation_config_from)
-            g = g / "generation_config.json" if g.is_dir() else g
-            if g.is_file():
-                shutil.copy2(g, tmp / "generation_config.json")
-        if model_card is not None:
-            (tmp / "README.md").write_text(model_card, encoding="utf-8")
-        for name, text in (extra_files or {}).items():
-            p = tmp / _safe_relative(name)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text, encoding="utf-8")
-    except BaseException:
-        # Includes KeyboardInterrupt: nothing half-written may survive, and out is untouched.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-    # Swap in: rename old away, rename new in, then delete old. Renames within one directory are atomic.
+def _swap_in(tmp: Path, out: Path, tag: str) -> None:
+    """Rename old away, rename new in, then delete old. Renames within one directory are atomic; a
+    kill in between leaves a hidden folder that the next writer of `out` restores or removes."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}{_OLD_MARK}{tag}"
@@ -242,6 +309,59 @@ def write_hf_model(
             old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return out
+        _fsync_dir(out.parent)
+
+
+def _write_folder(
+    tmp: Path,
+    config: Mapping,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    *,
+    tokenizer_from: Path | str | None,
+    generation_config_from: Path | str | None,
+    dtype: torch.dtype | None,
+    limit: int,
+    model_card: str | None,
+    extra_files: Mapping[str, str] | None,
+    copy_files: Iterable[Path],
+) -> None:
+    writer = _ShardWriter(tmp, dtype, limit)
+    first_float: torch.dtype | None = None
+    for name, t in tensors:
+        writer.add(name, t)
+        if first_float is None and t.is_floating_point():
+            first_float = dtype or t.dtype
+    writer.finish()
+
+    cfg = dict(config)
+    saved_dtype = dtype or first_float
+    if saved_dtype is not None:
+        # transformers 5 reads "dtype"; older releases (and mergekit users) read "torch_dtype".
+        dname = str(saved_dtype).removeprefix("torch.")
+        cfg["dtype"] = dname
+        cfg["torch_dtype"] = dname
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+    if tokenizer_from is not None:
+        src = Path(tokenizer_from)
+        files = tokenizer_files(src)
+        if not files:
+            raise ModelError(f"no tokenizer files in {src}", fix="point tokenizer_from at a model folder")
+        for f in files:
+            shutil.copyfile(f, tmp / f.name)
+    if generation_config_from is not None:
+        g = Path(generation_config_from)
+        g = g / "generation_config.json" if g.is_dir() else g
+        if g.is_file():
+            shutil.copyfile(g, tmp / "generation_config.json")
+    for f in copy_files:
+        shutil.copyfile(f, tmp / Path(f).name)
+    if model_card is not None:
+        (tmp / "README.md").write_text(model_card, encoding="utf-8")
+    for name, text in (extra_files or {}).items():
+        p = tmp / _safe_relative(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")

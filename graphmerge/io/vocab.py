@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from graphmerge.errors import ModelError
+from graphmerge.io.remote_code import untrusted_error
 
 __all__ = [
     "VocabAlignment",
@@ -188,8 +189,9 @@ def remap_rows(
     return out
 
 
-def tokenizer_vocab(tokenizer_dir: Path | str) -> dict[str, int]:
-    """token -> id of a tokenizer folder, added tokens included."""
+def tokenizer_vocab(tokenizer_dir: Path | str, trust_remote_code: bool = False) -> dict[str, int]:
+    """token -> id of a tokenizer folder, added tokens included (from tokenizer.json when present,
+    which runs no code; else transformers, running the folder's own code only if trusted)."""
     d = Path(tokenizer_dir)
     tj = d / "tokenizer.json"
     try:
@@ -199,8 +201,13 @@ def tokenizer_vocab(tokenizer_dir: Path | str) -> dict[str, int]:
             return dict(Tokenizer.from_file(str(tj)).get_vocab(with_added_tokens=True))
         from transformers import AutoTokenizer
 
-        return dict(AutoTokenizer.from_pretrained(str(d), local_files_only=True).get_vocab())
+        tok = AutoTokenizer.from_pretrained(
+            str(d), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        return dict(tok.get_vocab())
     except Exception as e:
+        if "trust_remote_code" in str(e):
+            raise untrusted_error(d, "tokenizer code") from None
         raise ModelError(
             f"cannot load tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
             where=str(d),

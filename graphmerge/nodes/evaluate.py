@@ -110,7 +110,14 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
                 "the model has no tokenizer", fix="load models whose folders include tokenizer files"
             )
         tensors = ctx.executor.materialize(model, desc="evaluate")
-        hf_model = build_model(dict(model.config), tensors, dtype=params.dtype, device=ctx.device)
+        hf_model = build_model(
+            dict(model.config),
+            tensors,
+            dtype=params.dtype,
+            device=ctx.device,
+            trust_remote_code=ctx.trust_remote_code,
+            code_dir=model.code_dir,
+        )
         del tensors
         result = evaluate(
             hf_model,
@@ -122,6 +129,7 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
             batch_size=params.batch_size,
             device=str(ctx.device),
             seed=params.seed,
+            trust_remote_code=ctx.trust_remote_code,
         )
         for spec in missing:
             score = float(result.scores[spec.task])

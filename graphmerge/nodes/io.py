@@ -12,10 +12,14 @@ import torch
 import xxhash
 from pydantic import Field
 
+from graphmerge.errors import GraphmergeError
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
-from graphmerge.io.save import parse_size, write_hf_model
+from graphmerge.io.remote_code import FLAG, code_files
+from graphmerge.io.save import parse_size, save_hf_model
+from graphmerge.nodes.card import component_versions, model_card, resolved_graph_yaml
+from graphmerge.nonfinite import all_finite, describe_nonfinite, warn_once
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
@@ -38,9 +42,20 @@ def open_folder(path: Path | str) -> ModelFolder:
     return _open_folder(str(p), mtime)
 
 
+# Source folder -> the load node that named it, so a warning about a tensor can name the node.
+_LOAD_NODES: dict[str, str] = {}
+
+
 @tensor_op("read", version="1", cached=False)
 def read_tensor(*, path: str, name: str) -> torch.Tensor:
-    return open_folder(path).read(name)
+    value = open_folder(path).read(name)
+    if not all_finite(value):
+        node_name = _LOAD_NODES.get(path, "?")
+        warn_once(
+            f"tensor {name} of model '{node_name}' ({path}) holds {describe_nonfinite(value)}; "
+            "they pass into everything computed from it"
+        )
+    return value
 
 
 def _tokenizer_key(files: list[Path]) -> str:
@@ -59,6 +74,7 @@ class LoadParams(NodeParams):
 def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
     """A model folder; tensors are read lazily, one at a time, when something needs them."""
     folder = open_folder(params.path)
+    _LOAD_NODES[str(folder.path)] = ctx.node_name
     digests = folder.tensor_digests(memo=ctx.cache.digests)
     tasks = {}
     for name in folder.tensor_names:
@@ -79,6 +95,7 @@ def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
         tokenizer_key=_tokenizer_key(tok_files),
         provenance=(f"load({folder.path.name})",),
         source_dir=folder.path,
+        code_dir=folder.path if code_files(folder.path) else None,
     )
 
 
@@ -105,56 +122,48 @@ class SaveParams(NodeParams):
     max_shard_size: str = Field("5GB", description="largest safetensors shard, e.g. 500MB, 5GB")
 
 
-def model_card(model: Model, dtype: str | None) -> str:
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [merge, graphmerge]",
-        "---",
-        "# Merged model",
-        "",
-        "Produced by [graphmerge](https://pypi.org/project/graphmerge/) from the graph in `graph.yaml`.",
-        "",
-        "## Recipe",
-        "",
-    ]
-    lines += [f"- `{step}`" for step in model.provenance]
-    lines += [
-        "",
-        f"Model key (Merkle root of its tensors): `{model.key}`",
-        f"dtype: {dtype or 'as sources'}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 @node("save", version="1", params=SaveParams, inputs=["input"], effectful=True)
 def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     """Write an HF model folder that plain transformers loads."""
     model: Model = inputs[params.input]
     out = params.path
-    stamp = digest(model.key, params.dtype, params.max_shard_size)
-    if _up_to_date(out, stamp):
-        ctx.log(f"save: {out} is up to date")
-        return {"path": str(out), "model_key": model.key, "written": False}
+    code = _code_to_copy(ctx, model)
+    stamp = digest(
+        model.key, params.dtype, params.max_shard_size, [[f.name, f.read_bytes().hex()] for f in code]
+    )
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-        for i, value in ctx.executor.stream([model.tensors[n] for n in names], desc=f"save {out.name}"):
-            value = value.to("cpu")
-            yield names[i], value.to(target) if target is not None else value
+        done = 0
+        try:
+            for i, value in ctx.executor.stream([model.tensors[n] for n in names], desc=f"save {out.name}"):
+                value = value.to("cpu")
+                done = i + 1
+                yield names[i], value.to(target) if target is not None else value
+        except GraphmergeError as exc:
+            # Roots are computed in order: the failing one is the first not yet yielded.
+            if done < len(names):
+                exc.where = f"tensor {names[done]}" + (f": {exc.where}" if exc.where else "")
+                exc.args = (exc.one_line(),)
+            raise
 
     config = dict(model.config)
     if params.dtype:
         config["torch_dtype"] = params.dtype
     extra = {
         STAMP_FILE: json.dumps(
-            {"stamp": stamp, "model_key": model.key, "recipe": list(model.provenance)}, indent=2
+            {
+                "stamp": stamp,
+                "model_key": model.key,
+                "recipe": list(model.provenance),
+                "versions": component_versions(ctx.graph),
+            },
+            indent=2,
         ),
-        "graph.yaml": ctx.graph.text,
+        "graph.yaml": resolved_graph_yaml(ctx.graph),
     }
-    write_hf_model(
+    outcome = save_hf_model(
         out,
         config,
         tensors(),
@@ -162,9 +171,30 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         generation_config_from=model.tokenizer_dir,
         dtype=target,
         max_shard_size=parse_size(params.max_shard_size),
-        model_card=model_card(model, params.dtype),
+        model_card=model_card(ctx.graph, ctx.node_name, model, params.dtype),
         extra_files=extra,
+        copy_files=code,
+        skip_if=lambda path: _up_to_date(path, stamp),
     )
-    ctx.stats.outputs.append(str(out))
-    ctx.log(f"save: wrote {out}")
-    return {"path": str(out), "model_key": model.key, "written": True}
+    if outcome.written:
+        ctx.stats.outputs.append(str(out))
+        ctx.log(f"save: wrote {out}")
+    elif outcome.waited:
+        ctx.log(f"save: another run wrote {out} with this same model meanwhile; nothing to do")
+    else:
+        ctx.log(f"save: {out} is up to date")
+    return {"path": str(out), "model_key": model.key, "written": outcome.written}
+
+
+def _code_to_copy(ctx: RunContext, model: Model) -> list[Path]:
+    """The custom modelling/tokenizer *.py files the saved folder needs; copied only with consent."""
+    if model.code_dir is None:
+        return []
+    files = code_files(model.code_dir)
+    if files and not ctx.trust_remote_code:
+        warn_once(
+            f"{model.code_dir} carries custom code ({', '.join(f.name for f in files)}); it is not "
+            f"copied into the output without {FLAG}, so loading the output needs those files added"
+        )
+        return []
+    return files

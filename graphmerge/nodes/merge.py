@@ -13,6 +13,7 @@ from graphmerge.hashing import digest
 from graphmerge.methods import get_method
 from graphmerge.methods.registry import MergeMethod, ParamSpec
 from graphmerge.nodes.parameters import depth_position, resolve_params
+from graphmerge.nonfinite import all_finite, describe_nonfinite
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
 from graphmerge.registry import node, tensor_op
@@ -27,6 +28,9 @@ class MergeSpec(NodeParams):
     params: dict[str, Any] = Field(default_factory=dict, description="global method parameters")
     dtype: DType | None = Field(None, description="output dtype (default: the base's or first model's)")
     seed: int | None = Field(None, description="seed for stochastic methods (default: the graph's seed)")
+    allow_nonfinite: bool = Field(
+        False, description="keep NaN/Inf the method produces from finite inputs (default: an error)"
+    )
 
     @field_validator("method")
     @classmethod
@@ -93,6 +97,7 @@ def merge_tensor(
     has_base: bool,
     seed: int,
     out_dtype: str,
+    allow_nonfinite: bool = False,
 ) -> torch.Tensor:
     m = get_method(method)
     as_float = [t.to(torch.float32) for t in tensors]
@@ -102,8 +107,15 @@ def merge_tensor(
     if m.stochastic:
         generator = torch.Generator(device=models[0].device)
         generator.manual_seed(seed)
-    out = m.fn(models, base, model_params, params, generator)
-    return out.to(getattr(torch, out_dtype))
+    out = m.fn(models, base, model_params, params, generator).to(getattr(torch, out_dtype))
+    # Checked after the cast: a finite float32 result can still overflow a float16 output.
+    if not allow_nonfinite and not all_finite(out) and all(all_finite(t) for t in as_float):
+        raise MergeError(
+            f"merge method {method} produced {describe_nonfinite(out)} ({out_dtype}) from finite inputs "
+            f"(parameters {params}, per model {model_params})",
+            fix="check the method's parameters and dtype, or set `allow_nonfinite: true` on the merge node",
+        )
+    return out
 
 
 def _fill(specs: Mapping[str, ParamSpec], given: dict[str, Any], where: str) -> dict[str, Any]:
@@ -192,6 +204,8 @@ def plan_merge(
             has_base=base_ref is not None,
             seed=int(digest(seed, name)[:8], 16) if method.stochastic else 0,
             out_dtype=dtype,
+            # Only when set, so the default leaves every existing cache key unchanged.
+            **({"allow_nonfinite": True} if spec.allow_nonfinite else {}),
         )
     return out
 

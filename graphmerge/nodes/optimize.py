@@ -184,6 +184,7 @@ class TrialRunner:
         self.variables = dict(ctx.graph.vars)
         self.cache_root = ctx.cache.root
         self.device = str(ctx.device)
+        self.trust_remote_code = ctx.trust_remote_code
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -199,7 +200,12 @@ class TrialRunner:
                 self.graph_file, text=self.graph_text, overrides=self.variables, base_dir=self.graph_dir
             )
             ctx = make_context(
-                graph, cache_dir=self.cache_root, device=self.device, progress=False, log=lambda _m: None
+                graph,
+                cache_dir=self.cache_root,
+                device=self.device,
+                progress=False,
+                log=lambda _m: None,
+                trust_remote_code=self.trust_remote_code,
             )
             spec = graph.nodes[self.node_name]
             ancestors = _ancestors(graph, self.node_name)

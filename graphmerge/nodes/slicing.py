@@ -119,6 +119,7 @@ def stack_layers(
         tokenizer_dir=reference.tokenizer_dir,
         tokenizer_key=reference.tokenizer_key,
         provenance=(*(reference.provenance if history is None else history), provenance),
+        code_dir=reference.code_dir,
     )
 
 

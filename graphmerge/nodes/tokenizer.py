@@ -93,7 +93,7 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
         dirs[ref] = Path(model.tokenizer_dir)
     base = params.base or params.models[0]
     alignment = build_vocab_alignment(
-        {ref: tokenizer_vocab(d) for ref, d in dirs.items()},
+        {ref: tokenizer_vocab(d, ctx.trust_remote_code) for ref, d in dirs.items()},
         source=params.source,
         base=base,
         pad_to_multiple=params.pad_to_multiple,
@@ -171,6 +171,7 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
             tokenizer_dir=tok_dir,
             tokenizer_key=key,
             provenance=(*model.provenance, f"align_tokenizer({params.source}, fill={params.fill})"),
+            code_dir=model.code_dir,
         )
     return out
 

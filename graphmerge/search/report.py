@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphmerge.filemode import file_mode
+
 from .records import Objective, TrialRecord
 
 
@@ -19,6 +21,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the report from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

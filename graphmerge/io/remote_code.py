@@ -1,0 +1,66 @@
+"""Custom Python code shipped inside model folders (`auto_map` in config.json / tokenizer_config.json).
+
+transformers imports such code when it builds the model or tokenizer class, so a downloaded folder
+can run anything. graphmerge never lets it: every transformers call passes `trust_remote_code`
+explicitly (never None, which would prompt on a terminal), and a folder that needs its code without
+the user's consent is a one-line error naming the folder and the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from graphmerge.errors import ModelError
+
+__all__ = ["FLAG", "code_files", "custom_code_modules", "require_trust", "untrusted_error"]
+
+FLAG = "--trust-remote-code"
+Part = Literal["model", "tokenizer"]
+_CONFIG_FILE: dict[str, str] = {"model": "config.json", "tokenizer": "tokenizer_config.json"}
+
+
+def _auto_map(folder: Path, part: Part) -> dict:
+    try:
+        data = json.loads((folder / _CONFIG_FILE[part]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    value = data.get("auto_map") if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def custom_code_modules(folder: Path | str, part: Part) -> list[str]:
+    """Module names (e.g. `tokenization_foo`) that `auto_map` of the folder's `part` refers to.
+    A reference to another repository (`org/repo--module.Class`) counts as code too."""
+    refs: list[str] = []
+    for value in _auto_map(Path(folder), part).values():
+        for ref in value if isinstance(value, list) else [value]:
+            if isinstance(ref, str) and "." in ref:
+                refs.append(ref.rsplit(".", 1)[0])
+    return list(dict.fromkeys(refs))
+
+
+def code_files(folder: Path | str) -> list[Path]:
+    """The folder's own `*.py` files that its model or tokenizer `auto_map` names (copied on save)."""
+    d = Path(folder)
+    mods = custom_code_modules(d, "model") + custom_code_modules(d, "tokenizer")
+    files = [d / f"{m}.py" for m in dict.fromkeys(mods) if "--" not in m and "/" not in m]
+    return [f for f in files if f.is_file()]
+
+
+def untrusted_error(folder: Path | str, what: str) -> ModelError:
+    return ModelError(
+        f"model folder {folder} carries custom {what}, which graphmerge does not run without consent",
+        fix=f"pass {FLAG} (or set `trust_remote_code: true` in the graph) only if you trust that code",
+    )
+
+
+def require_trust(folder: Path | str, part: Part, trust_remote_code: bool) -> None:
+    """Raise the one-line error when loading `part` from `folder` would import the folder's code."""
+    if trust_remote_code:
+        return
+    mods = custom_code_modules(folder, part)
+    if mods:
+        names = ", ".join(f"{m}.py" for m in mods)
+        raise untrusted_error(folder, f"{part} code ({names}, named by auto_map in {_CONFIG_FILE[part]})")

@@ -1,0 +1,289 @@
+"""`save` under pressure: 50 concurrent writers of one path, a kill between the rename and the
+cleanup, fsync before and after the rename, 0644 outputs, and the resolved graph and model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from graphmerge.io.folder import ModelFolder
+from graphmerge.runner import run_graph
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "models" / "tiny"
+
+GRAPH = f"""
+vars:
+  density: 0.5
+  out: out
+nodes:
+  base: {{op: load, path: {TINY / "base"}}}
+  add: {{op: load, path: {TINY / "add"}}}
+  reverse: {{op: load, path: {TINY / "reverse"}}}
+  merged:
+    op: merge
+    method: ties
+    base: base
+    models:
+      add: {{weight: 1.0, density: ${{density}}}}
+      reverse: {{weight: 1.0, density: ${{density}}}}
+    params: {{lambda: 1.0}}
+  save: {{op: save, input: merged, path: ${{out}}}}
+"""
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    f = ModelFolder.open(out)
+    return {n: f.read(n) for n in f.tensor_names}
+
+
+# Each child is forked from a fresh interpreter that has imported graphmerge but computed nothing
+# (no OpenMP pool to break), and runs the real CLI with its own stderr file.
+_WRITERS = textwrap.dedent(
+    """
+    import json, multiprocessing as mp, os, sys
+    from graphmerge.cli import main
+    import graphmerge.nodes.builtin  # noqa: F401  (imported before forking, once)
+
+    graph, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    densities = sys.argv[4].split(",")
+
+    def child(i, barrier):
+        err = os.open(os.path.join(root, f"err{i}.txt"), os.O_WRONLY | os.O_CREAT)
+        os.dup2(err, 2)
+        os.dup2(err, 1)
+        barrier.wait()
+        density = densities[i % len(densities)]
+        code = main(["run", graph, "--set", f"density={density}", "--set", f"out={root}/out",
+                     "--cache-dir", f"{root}/cache{i}", "--no-progress"])
+        sys.stderr.flush()
+        os._exit(code)
+
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(n)
+    procs = [ctx.Process(target=child, args=(i, barrier)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    print(json.dumps([p.exitcode for p in procs]))
+    """
+)
+
+
+def _run_writers(tmp_path: Path, n: int, densities: str) -> list[int]:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITERS, str(graph), str(tmp_path), str(n), densities],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_fifty_concurrent_saves_of_one_model(tmp_path):
+    codes = _run_writers(tmp_path, 50, "0.5")
+    errors = {i: (tmp_path / f"err{i}.txt").read_text() for i in range(50)}
+    assert codes == [0] * 50, {i: e for i, e in errors.items() if codes[i]}
+    for text in errors.values():
+        assert "error" not in text and "Traceback" not in text, text
+    wrote = [i for i, e in errors.items() if "save: wrote" in e]
+    others = [i for i, e in errors.items() if "another run wrote" in e or "is up to date" in e]
+    assert len(wrote) >= 1 and len(wrote) + len(others) == 50
+    assert _hidden(tmp_path) == []  # no temp, old or lock entries beside the output
+    run_graph(text=GRAPH, overrides={"out": str(tmp_path / "ref")}, cache_dir=tmp_path / "refcache")
+    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "out")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[n], got[n]) for n in ref)
+
+
+@pytest.mark.slow
+def test_concurrent_saves_of_different_models_leave_one_whole_output(tmp_path):
+    codes = _run_writers(tmp_path, 12, "0.3,0.7")
+    assert codes == [0] * 12
+    assert _hidden(tmp_path) == []
+    got = _weights(tmp_path / "out")
+    matches = []
+    for density in ("0.3", "0.7"):
+        ref_out = tmp_path / f"ref{density}"
+        run_graph(
+            text=GRAPH, overrides={"out": str(ref_out), "density": float(density)}, cache_dir=tmp_path / "rc"
+        )
+        ref = _weights(ref_out)
+        matches.append(all(torch.equal(ref[n], got[n]) for n in ref))
+    assert sum(matches) == 1  # exactly one writer's model, never a mixture
+    stamp = json.loads((tmp_path / "out" / "graphmerge.json").read_text())
+    assert f"density: {('0.3', '0.7')[matches.index(True)]}" in (tmp_path / "out" / "graph.yaml").read_text()
+    assert stamp["model_key"]
+
+
+_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    import graphmerge.io.save as save
+    from graphmerge.runner import run_graph
+
+    real = save.shutil.rmtree
+
+    def rmtree(path, *a, **k):
+        if save._OLD_MARK in str(path):  # the new output is in place; the old one is not deleted yet
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, *a, **k)
+
+    save.shutil.rmtree = rmtree
+    run_graph(text=sys.argv[1], overrides={"out": sys.argv[2], "density": 0.7}, cache_dir=sys.argv[3])
+    """
+)
+
+
+def test_kill_between_rename_and_cleanup_then_rerun_leaves_nothing(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run_graph(text=GRAPH, overrides={"out": str(out)}, cache_dir=cache)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED, GRAPH, str(out), str(cache)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = _hidden(tmp_path)
+    assert any(".graphmerge-old-" in n for n in left), left  # the kill really hit that moment
+    assert "density: 0.7" in (out / "graph.yaml").read_text()  # the new output is in place
+
+    # The rerun finds the output up to date, and still removes what the killed run left.
+    result = run_graph(text=GRAPH, overrides={"out": str(out), "density": 0.7}, cache_dir=cache)
+    assert result.stats.outputs == []
+    assert _hidden(tmp_path) == []
+
+
+def test_kill_between_the_two_renames_restores_the_old_output(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run_graph(text=GRAPH, overrides={"out": str(out)}, cache_dir=cache)
+    before = _weights(out)
+    out.rename(tmp_path / ".out.graphmerge-old-999999-deadbeef")  # what a kill mid-swap leaves
+    run_graph(text=GRAPH, overrides={"out": str(out)}, cache_dir=cache)  # restores it, then it is current
+    assert _hidden(tmp_path) == []
+    after = _weights(out)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_save_fsyncs_files_and_folder_before_and_after_the_rename(tmp_path, monkeypatch):
+    import graphmerge.io.save as save
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, Path.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(self, target):
+        events.append(("rename", f"{self} -> {target}"))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(save.os, "fsync", fsync)
+    monkeypatch.setattr(Path, "rename", rename)
+    out = tmp_path / "out"
+    run_graph(text=GRAPH, overrides={"out": str(out)}, cache_dir=tmp_path / "cache")
+    swap = next(i for i, (kind, what) in enumerate(events) if kind == "rename" and what.endswith(f"-> {out}"))
+    before = {Path(p).name for kind, p in events[:swap] if kind == "fsync"}
+    assert {p.name for p in out.iterdir()} <= before  # every file's data reached the disk first
+    assert any(".graphmerge-tmp-" in p for kind, p in events[:swap] if kind == "fsync")  # the folder too
+    assert ("fsync", str(tmp_path)) in events[swap:]  # and the rename itself afterwards
+
+
+def test_outputs_and_cache_blobs_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        run_graph(text=GRAPH, overrides={"out": str(out)}, cache_dir=cache)
+    finally:
+        os.umask(old)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    for p in out.iterdir():
+        assert oct(p.stat().st_mode & 0o777) == oct(0o644), p
+    blobs = [p for p in (cache / "blobs").rglob("*") if p.is_file()]
+    assert blobs and all(p.stat().st_mode & 0o777 == 0o644 for p in blobs)
+
+
+def test_saved_graph_is_the_resolved_graph_and_reruns(tmp_path):
+    out = tmp_path / "out"
+    first = run_graph(text=GRAPH, overrides={"out": str(out), "density": 0.7}, cache_dir=tmp_path / "cache")
+    text = (out / "graph.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert doc["nodes"]["merged"]["models"]["add"]["density"] == 0.7  # --set applied, not the default
+    assert doc["nodes"]["base"]["path"] == str(TINY / "base")
+    assert "${" not in text and "# node types: load 1, merge 1, save 1" in text
+    assert "# merge methods: ties 1" in text
+    versions = json.loads((out / "graphmerge.json").read_text())["versions"]
+    assert versions["merge_methods"] == {"ties": "1"}
+    # Rerunning the saved graph plans the very same model (same Merkle root): its save finds the
+    # output current. The unresolved graph without --set would plan another one.
+    again = run_graph(out / "graph.yaml", cache_dir=tmp_path / "cache2")
+    assert again.stats.outputs == []
+    assert again.values["save"]["model_key"] == first.values["save"]["model_key"]
+    default = run_graph(text=GRAPH, overrides={"out": str(tmp_path / "d")}, cache_dir=tmp_path / "cache")
+    assert default.values["save"]["model_key"] != first.values["save"]["model_key"]
+
+
+def test_plugin_versions_are_recorded(tmp_path):
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(
+        textwrap.dedent(
+            """
+            from graphmerge.registry import node
+            from graphmerge.params import NodeParams
+
+            class P(NodeParams):
+                input: str
+
+            @node("identity_i16", version="7", params=P, inputs=["input"])
+            def identity(ctx, params, inputs):
+                return inputs[params.input]
+            """
+        )
+    )
+    from graphmerge.registry import load_plugin
+
+    load_plugin(str(plugin))
+    graph = GRAPH.replace("input: merged,", "input: same,") + "  same: {op: identity_i16, input: merged}\n"
+    out = tmp_path / "out"
+    run_graph(text=graph, overrides={"out": str(out)}, cache_dir=tmp_path / "cache")
+    text = (out / "graph.yaml").read_text()
+    assert "identity_i16 7 (plugin graphmerge_plugin_my_plugin_" in text
+
+
+def test_model_card_has_base_model_method_and_every_parameter(tmp_path):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "out"
+    run_graph(text=GRAPH, overrides={"out": str(out), "density": 0.7}, cache_dir=tmp_path / "cache")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == [str(TINY / n) for n in ("base", "add", "reverse")]
+    assert "ties" in card.data.tags and card.data.library_name == "transformers"
+    steps = yaml.safe_load(card.text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    merged = steps["merged"]
+    assert merged["method"] == "ties" and merged["base"] == "base"
+    assert merged["models"]["add"] == {"weight": 1.0, "density": 0.7}
+    from graphmerge.methods import get_method
+
+    assert set(merged["params"]) == set(get_method("ties").global_params)  # defaults included
+    assert merged["params"]["lambda"] == 1.0
