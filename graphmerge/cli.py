@@ -115,9 +115,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from graphmerge.io.remote_code import code_warnings
     from graphmerge.spec import load_graph, parse_set_overrides
 
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    loads = {n: Path(str(s.params.path)) for n, s in graph.nodes.items() if s.op == "load"}
+    for line in code_warnings(loads, args.trust_remote_code or graph.trust_remote_code):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"{args.graph}: ok ({len(graph.nodes)} nodes: {' -> '.join(graph.order)})")
     return 0
 

@@ -121,7 +121,7 @@ def _custom_config(model_type: str, cfg_dict: dict, trust_remote_code: bool, cod
     from transformers import AutoConfig
 
     if not trust_remote_code or code_dir is None:
-        raise untrusted_error(code_dir or "the model's source", f"model code (model_type {model_type!r})")
+        raise untrusted_error(code_dir, f"model code (model_type {model_type!r})")
     base = AutoConfig.from_pretrained(str(code_dir), trust_remote_code=True, local_files_only=True)
     cfg = type(base).from_dict(cfg_dict)
     cfg._name_or_path = str(code_dir)  # where from_config finds the modelling code

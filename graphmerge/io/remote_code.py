@@ -1,7 +1,7 @@
 """Custom Python code shipped inside model folders (`auto_map` in config.json / tokenizer_config.json).
 
 transformers imports such code when it builds the model or tokenizer class, so a downloaded folder
-can run anything. graphmerge never lets it: every transformers call passes `trust_remote_code`
+can run anything. graphmerge never lets it unasked: every transformers call passes `trust_remote_code`
 explicitly (never None, which would prompt on a terminal), and a folder that needs its code without
 the user's consent is a one-line error naming the folder and the flag.
 """
@@ -14,7 +14,7 @@ from typing import Literal
 
 from graphmerge.errors import ModelError
 
-__all__ = ["FLAG", "code_files", "custom_code_modules", "require_trust", "untrusted_error"]
+__all__ = ["FLAG", "code_files", "code_warnings", "custom_code_modules", "untrusted_error"]
 
 FLAG = "--trust-remote-code"
 Part = Literal["model", "tokenizer"]
@@ -49,18 +49,24 @@ def code_files(folder: Path | str) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def untrusted_error(folder: Path | str, what: str) -> ModelError:
+def untrusted_error(folder: Path | str | None, what: str) -> ModelError:
+    holder = f"model folder {folder}" if folder is not None else "the model's source folder"
     return ModelError(
-        f"model folder {folder} carries custom {what}, which graphmerge does not run without consent",
-        fix=f"pass {FLAG} (or set `trust_remote_code: true` in the graph) only if you trust that code",
+        f"{holder} carries custom {what}, which graphmerge does not run without consent",
+        fix=f"pass {FLAG} or set `trust_remote_code: true` in the graph, only if you trust that code",
     )
 
 
-def require_trust(folder: Path | str, part: Part, trust_remote_code: bool) -> None:
-    """Raise the one-line error when loading `part` from `folder` would import the folder's code."""
-    if trust_remote_code:
-        return
-    mods = custom_code_modules(folder, part)
-    if mods:
-        names = ", ".join(f"{m}.py" for m in mods)
-        raise untrusted_error(folder, f"{part} code ({names}, named by auto_map in {_CONFIG_FILE[part]})")
+def code_warnings(folders: dict[str, Path], trusted: bool) -> list[str]:
+    """For `validate`: one line per loaded folder (node name -> path) that carries its own code."""
+    if trusted:
+        return []
+    lines = []
+    for node, folder in folders.items():
+        files = code_files(folder)
+        if files:
+            lines.append(
+                f"node '{node}': {folder} carries custom code ({', '.join(f.name for f in files)}); "
+                f"evaluating it needs {FLAG}, and save copies the code only with it"
+            )
+    return lines
