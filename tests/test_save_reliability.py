@@ -268,7 +268,19 @@ def test_plugin_versions_are_recorded(tmp_path):
     out = tmp_path / "out"
     run_graph(text=graph, overrides={"out": str(out)}, cache_dir=tmp_path / "cache")
     text = (out / "graph.yaml").read_text()
-    assert "identity_i16 7 (plugin graphmerge_plugin_my_plugin_" in text
+    assert f"identity_i16 7 (plugin {plugin})" in text
+
+
+def test_model_card_names_hub_cache_sources_by_their_id(tmp_path):
+    from huggingface_hub import ModelCard
+
+    snapshot = tmp_path / "hub" / "models--org--tiny-base" / "snapshots" / "0123abc"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(TINY / "base")
+    graph = GRAPH.replace(f"path: {TINY / 'base'}", f"path: {snapshot}")
+    out = tmp_path / "out"
+    run_graph(text=graph, overrides={"out": str(out)}, cache_dir=tmp_path / "cache")
+    assert ModelCard.load(out / "README.md").data.base_model[0] == "org/tiny-base"
 
 
 def test_model_card_has_base_model_method_and_every_parameter(tmp_path):

@@ -4,32 +4,22 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from graphmerge.nodes.optimize import _ancestors
 from graphmerge.plan import Model
 from graphmerge.spec import GraphSpec
 
-__all__ = ["ancestors", "component_versions", "model_card", "resolved_graph_yaml"]
+__all__ = ["component_versions", "model_card", "resolved_graph_yaml"]
 
 
 def _plain(value: Any) -> Any:
     """Plain YAML-able data (paths and tuples as JSON would write them)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def ancestors(graph: GraphSpec, name: str) -> list[str]:
-    """`name` and every node it depends on, in the graph's order."""
-    seen: set[str] = set()
-    stack = [name]
-    while stack:
-        n = stack.pop()
-        if n in seen or n not in graph.nodes:
-            continue
-        seen.add(n)
-        stack.extend(ref.partition(".")[0] for ref in graph.nodes[n].inputs)
-    return [n for n in graph.order if n in seen]
 
 
 def component_versions(graph: GraphSpec) -> dict[str, Any]:
@@ -40,8 +30,10 @@ def component_versions(graph: GraphSpec) -> dict[str, Any]:
 
     def entry(version: str, fn: Any) -> str:
         module = getattr(fn, "__module__", "") or ""
-        builtin = module == "graphmerge" or module.startswith("graphmerge.")
-        return version if builtin else f"{version} (plugin {module})"
+        if module == "graphmerge" or module.startswith("graphmerge."):
+            return version
+        source = getattr(sys.modules.get(module), "__file__", None) or module
+        return f"{version} (plugin {source})"
 
     nodes: dict[str, str] = {}
     methods: dict[str, str] = {}
@@ -94,8 +86,17 @@ def _effective_params(spec: Any) -> dict[str, Any]:
     return out
 
 
+def _model_id(path: str) -> str:
+    """A folder inside a Hugging Face hub cache (`models--org--name/snapshots/REV`) is `org/name`,
+    which the Hub links; any other folder is named by its path."""
+    for part in reversed(Path(path).parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    return path
+
+
 def _source_models(graph: GraphSpec, names: list[str]) -> list[str]:
-    return [str(graph.nodes[n].raw.get("path")) for n in names if graph.nodes[n].op == "load"]
+    return [_model_id(str(graph.nodes[n].raw.get("path"))) for n in names if graph.nodes[n].op == "load"]
 
 
 def model_card(graph: GraphSpec, save_node: str, model: Model, dtype: str | None) -> str:
@@ -103,8 +104,8 @@ def model_card(graph: GraphSpec, save_node: str, model: Model, dtype: str | None
     the model, its operation and all of its parameters (defaults included)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    upstream = ancestors(graph, save_node)
-    upstream.remove(save_node)
+    before = _ancestors(graph, save_node)
+    upstream = [n for n in graph.order if n in before]
     sources = _source_models(graph, upstream)
     merges = [graph.nodes[n] for n in upstream if graph.nodes[n].op == "merge"]
     methods = list(dict.fromkeys(str(getattr(s.params, "method", "")) for s in merges))
