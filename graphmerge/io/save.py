@@ -73,10 +73,11 @@ class _OutputLock:
     inode; so after locking, the holder checks that the path still names the inode it holds and
     retries otherwise. A killed holder's lock is released by the kernel; its file is reused."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, on_wait: Callable[[], None] | None = None):
         self.path = out.parent / f".{out.name}{_LOCK_MARK}"
         self.fd: int | None = None
         self.waited = False
+        self.on_wait = on_wait
 
     def __enter__(self) -> _OutputLock:
         while True:
@@ -84,6 +85,8 @@ class _OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if not self.waited and self.on_wait is not None:
+                    self.on_wait()
                 self.waited = True
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -108,6 +111,7 @@ def _remove_stale_temps(out_dir: Path) -> None:
     """Remove what killed writers left beside `out_dir`. Called with the output's lock held, so no
     live writer has a temporary or old folder there."""
     prefix = f".{out_dir.name}"
+    changed = False
     for p in out_dir.parent.iterdir():
         if not p.name.startswith(prefix) or not p.is_dir():
             continue
@@ -115,9 +119,12 @@ def _remove_stale_temps(out_dir: Path) -> None:
         if rest.startswith(_OLD_MARK) and not out_dir.exists():
             # Killed between "rename old away" and "rename new in": the old output is the only copy.
             p.rename(out_dir)
+            changed = True
         elif rest.startswith((_TMP_MARK, _OLD_MARK)):
             shutil.rmtree(p, ignore_errors=True)
-    _fsync_dir(out_dir.parent)
+            changed = True
+    if changed:
+        _fsync_dir(out_dir.parent)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -239,6 +246,7 @@ def save_hf_model(
     extra_files: Mapping[str, str] | None = None,
     copy_files: Iterable[Path] = (),
     skip_if: Callable[[Path], bool] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> SaveOutcome:
     """Write a loadable HF model folder at `out_dir` atomically.
 
@@ -251,13 +259,14 @@ def save_hf_model(
 
     Writers of one path take turns (a lock file beside it); each first removes what killed writers
     left there, then asks `skip_if(out)` whether the output is already what it would write (e.g. a
-    concurrent run just wrote it), and only then consumes `tensors`.
+    concurrent run just wrote it), and only then consumes `tensors`. `on_wait` is called once if
+    another writer holds the lock.
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _OutputLock(out) as lock:
+    with _OutputLock(out, on_wait) as lock:
         _remove_stale_temps(out)
         if skip_if is not None and skip_if(out):
             return SaveOutcome(out, written=False, waited=lock.waited)

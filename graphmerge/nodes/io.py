@@ -175,6 +175,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         extra_files=extra,
         copy_files=code,
         skip_if=lambda path: _up_to_date(path, stamp),
+        on_wait=lambda: ctx.log(f"save: waiting for another run writing {out}"),
     )
     if outcome.written:
         ctx.stats.outputs.append(str(out))
