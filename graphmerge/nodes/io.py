@@ -128,9 +128,8 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     model: Model = inputs[params.input]
     out = params.path
     code = _code_to_copy(ctx, model)
-    stamp = digest(
-        model.key, params.dtype, params.max_shard_size, [[f.name, f.read_bytes().hex()] for f in code]
-    )
+    # The code files join the stamp only when copied, so outputs saved before they existed stay current.
+    stamp = digest(model.key, params.dtype, params.max_shard_size, *([_tokenizer_key(code)] if code else []))
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
 
