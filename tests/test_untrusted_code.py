@@ -179,3 +179,40 @@ def test_validate_warns_about_folders_with_code_unless_trusted(custom, tmp_path,
     assert main(["validate", str(graph), "--trust-remote-code"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_no_question_is_asked_on_a_terminal(custom, tmp_path):
+    """transformers asks "Do you wish to run the custom code?" when trust_remote_code is left unset and
+    a terminal is attached; graphmerge always sets it, so even on a terminal the answer is the error."""
+    import pty
+
+    folder, marker = custom
+    # Only the tokenizer needs code here, so the model builds and the tokenizer is where it would ask.
+    (folder / "config.json").write_text((REPO / "models" / "tiny" / "base" / "config.json").read_text())
+    (tmp_path / "g.yaml").write_text(_graph(folder, tmp_path / "out"))
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_MODULES_CACHE": str(tmp_path / "mods")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graphmerge.cli", "run", "g.yaml", "--no-progress"],
+        cwd=tmp_path,
+        env={**env, "GRAPHMERGE_CACHE": str(tmp_path / "cache")},
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+    )
+    os.close(child_fd)
+    os.write(main_fd, b"y\n" * 4)  # an answer, were anything to ask
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=300) == 2, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "--trust-remote-code" in text and "tokenizer code" in text and "wish to run" not in text
+    assert not marker.exists()
