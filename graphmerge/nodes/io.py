@@ -19,6 +19,7 @@ from graphmerge.io.folder import ModelFolder
 from graphmerge.io.remote_code import FLAG, code_files
 from graphmerge.io.save import parse_size, save_hf_model
 from graphmerge.nodes.card import component_versions, model_card, resolved_graph_yaml
+from graphmerge.nodes.merge import MERGE_NODE_OF
 from graphmerge.nonfinite import all_finite, describe_nonfinite, warn_once
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
@@ -143,7 +144,9 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         except GraphmergeError as exc:
             # Roots are computed in order: the failing one is the first not yet yielded.
             if done < len(names):
-                exc.where = f"tensor {names[done]}" + (f": {exc.where}" if exc.where else "")
+                merged_by = MERGE_NODE_OF.get(model.tensors[names[done]].key)
+                tensor = f"tensor {names[done]}" + (f" of merge node '{merged_by}'" if merged_by else "")
+                exc.where = tensor + (f": {exc.where}" if exc.where else "")
                 exc.args = (exc.one_line(),)
             raise
 

@@ -20,6 +20,10 @@ from graphmerge.registry import node, tensor_op
 
 DType = Literal["float32", "bfloat16", "float16"]
 
+# Merge task key -> the merge node that planned it, so an error raised while computing the tensor
+# (non-finite output) can name the node; planning and execution share the process, as in align_rows.
+MERGE_NODE_OF: dict[str, str] = {}
+
 
 class MergeSpec(NodeParams):
     method: str = Field(description="merge method name (graphmerge nodes lists them)")
@@ -218,6 +222,7 @@ def describe(spec: MergeSpec) -> str:
 def merge_node(ctx, params: MergeSpec, inputs: Mapping[str, Model]) -> Model:
     """Merge models tensor by tensor with a registered merge method."""
     tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")
+    MERGE_NODE_OF.update((t.key, ctx.node_name) for t in tasks.values())
     reference = inputs[params.refs()[0]]
     provenance = tuple(dict.fromkeys(p for ref in params.refs() for p in inputs[ref].provenance))
     return reference.with_tensors(tasks, provenance=(*provenance, describe(params)))
