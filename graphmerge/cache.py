@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
-import torch
 import xxhash
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+from graphmerge.lazy import torch
 
 
 def default_cache_dir() -> Path:
@@ -92,6 +91,8 @@ class Cache:
             return False
 
     def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
+        from safetensors.torch import save as st_save  # imports torch: see graphmerge/lazy.py
+
         data = st_save({"t": tensor.detach().to("cpu").contiguous()})
         atomic_write_bytes(self.blob_path(key), data, durable=False)
         self._index[key] = {
@@ -114,6 +115,8 @@ class Cache:
         if len(data) != meta["size"] or xxhash.xxh3_128_hexdigest(data) != meta["digest"]:
             self._index.pop(key, None)
             raise CacheMiss(key)
+        from safetensors.torch import load as st_load
+
         return st_load(data)["t"]
 
     def tensor_keys(self) -> Iterator[str]:

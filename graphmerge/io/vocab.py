@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from graphmerge.errors import ModelError
+from graphmerge.lazy import torch
 
 __all__ = [
     "VocabAlignment",

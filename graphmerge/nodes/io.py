@@ -8,7 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import torch
 import xxhash
 from pydantic import Field
 
@@ -16,6 +15,7 @@ from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
 from graphmerge.io.save import parse_size, write_hf_model
+from graphmerge.lazy import torch
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
