@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from graphmerge import __version__
 from graphmerge.errors import GraphmergeError
 
 EXIT_USER_ERROR = 2
@@ -37,6 +38,7 @@ def _add_graph(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphmerge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"graphmerge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a graph (cached, resumable)")
@@ -44,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda (auto = CUDA when present)")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute everything for this run, ignoring cached values (they are overwritten)",
+    )
     _add_common(run)
 
     val = sub.add_parser("validate", help="check a graph without running it")
@@ -52,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     viz = sub.add_parser("viz", help="draw the graph")
     _add_graph(viz)
-    viz.add_argument("--format", choices=["dot", "mermaid", "html", "png"], default="dot")
+    viz.add_argument("--format", choices=["dot", "mermaid", "svg", "html", "png"], default="dot")
     viz.add_argument(
         "-o", "--output", type=Path, default=None, help="output file (default: stdout; png needs -o)"
     )
@@ -89,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         progress=not args.no_progress,
+        force=args.force,
     )
     summary = result.summary()
     s = result.stats

@@ -41,7 +41,7 @@ def missing_extra_message(extra: str, feature: str) -> tuple[str, str] | None:
         return None
     return (
         f"{feature} needs the [{extra}] extra, which is not installed (missing: {', '.join(missing)})",
-        f"pip install 'graphmerge[{extra}]' (or, in a source checkout, pip install -e '.[{extra}]')",
+        f"pip install 'graphmerge[{extra}]', or pip install -e '.[{extra}]' in a source checkout",
     )
 
 

@@ -50,8 +50,9 @@ def make_context(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> RunContext:
-    cache = Cache(cache_dir or default_cache_dir())
+    cache = Cache(cache_dir or default_cache_dir(), force=force)
     stats = RunStats()
     dev = resolve_device(device)
     ctx = RunContext(
@@ -76,10 +77,12 @@ def run_graph(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
+    """`force`: recompute everything, ignoring what earlier runs cached (see graphmerge/cache.py)."""
     start = time.perf_counter()
     graph = load_graph(path, text=text, overrides=overrides)
-    ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log)
+    ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log, force=force)
     try:
         values = run_nodes(ctx, graph)
     finally:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from graphmerge.errors import SpecError
+from graphmerge.extras import missing_extra_message
 from graphmerge.registry import NodeType, get_node_type, suggest_node_type
 
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -263,6 +264,10 @@ def build_graph(
             hint = f"did you mean '{close}'?" if close else "run `graphmerge nodes` for the list"
             problems.append(f"{_where(file, lines, name, 'op')}: unknown op '{op}' ({hint})")
             continue
+        for extra in node_type.extras:
+            missing = missing_extra_message(extra, f"op '{node_type.name}'")
+            if missing is not None:
+                problems.append(f"{_where(file, lines, name, 'op')}: {missing[0]} ({missing[1]})")
         raw = {k: v for k, v in body.items() if k != "op"}
         try:
             raw = substitute(raw, variables, where)

@@ -138,7 +138,14 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
     }
 
 
-@node("evaluate", version="1", params=EvaluateParams, inputs=["input"], cache_state=evaluation_state)
+@node(
+    "evaluate",
+    version="1",
+    params=EvaluateParams,
+    inputs=["input"],
+    cache_state=evaluation_state,
+    extras=("eval",),
+)
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""
     result = run_evaluation(ctx, params, inputs[params.input])

@@ -134,7 +134,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     model: Model = inputs[params.input]
     out = params.path
     stamp = digest(model.key, params.dtype, params.max_shard_size)
-    if _up_to_date(out, stamp):
+    if not ctx.cache.force and _up_to_date(out, stamp):
         ctx.log(f"save: {out} is up to date")
         return {"path": str(out), "model_key": model.key, "written": False}
     names = list(model.tensors)
