@@ -248,6 +248,7 @@ def build_graph(
         )
 
     specs: dict[str, NodeSpec] = {}
+    needs_extra: dict[str, list[tuple[str, str]]] = {}  # extra -> (node, op) using it
     for name, body in nodes_raw.items():
         name = str(name)
         where = _where(file, lines, name, None)
@@ -265,9 +266,7 @@ def build_graph(
             problems.append(f"{_where(file, lines, name, 'op')}: unknown op '{op}' ({hint})")
             continue
         for extra in node_type.extras:
-            missing = missing_extra_message(extra, f"op '{node_type.name}'")
-            if missing is not None:
-                problems.append(f"{_where(file, lines, name, 'op')}: {missing[0]} ({missing[1]})")
+            needs_extra.setdefault(extra, []).append((name, node_type.name))
         raw = {k: v for k, v in body.items() if k != "op"}
         try:
             raw = substitute(raw, variables, where)
@@ -294,6 +293,12 @@ def build_graph(
             line=lines.get(("nodes", name), 0),
             raw={"op": node_type.name, **raw},
         )
+
+    for extra, users in needs_extra.items():  # one line per missing extra, at its first user
+        (first, op), more = users[0], len(users) - 1
+        missing = missing_extra_message(extra, f"op '{op}'" + (f" (and {more} more nodes)" if more else ""))
+        if missing is not None:
+            problems.append(f"{_where(file, lines, first, 'op')}: {missing[0]} ({missing[1]})")
 
     graph = nx.DiGraph()
     graph.add_nodes_from(specs)

@@ -187,3 +187,16 @@ def test_missing_extra_is_reported_by_validate_with_the_extra_to_install(tmp_pat
         timeout=300,
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def test_viz_does_not_touch_lm_eval_even_for_built_in_tasks(tmp_path):
+    """Naming a built-in task (whose lookup indexes all of lm-eval's tasks) costs viz nothing."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        f"nodes:\n  a: {{op: load, path: {TINY / 'add'}}}\n"
+        "  e: {op: evaluate, input: a, tasks: [hellaswag], limit: 2}\n"
+    )
+    (tmp_path / "cache").mkdir()  # a cache exists, so viz asks every node for its state
+    code, modules = _imports(tmp_path, "viz", str(graph), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0
+    assert _heavy(modules, HEAVY_FOR_MERGE) == []
