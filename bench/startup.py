@@ -3,8 +3,9 @@
     python bench/startup.py                      # this checkout
     python bench/startup.py --compare OTHER_SRC  # also another source tree, interleaved run by run
 
-Prints the median and minimum wall time of each command over --repeat runs, with the load average
-(the machine may be shared: compare trees measured in the same run, not numbers from different days).
+Prints the median and minimum wall time of each command over --repeat runs, its median CPU time
+(user + system, of the process and its children), and the load average. On a shared machine wall
+time grows with the load while CPU time mostly does not: compare trees measured in the same run.
 `run ties` is graphs/ties.yaml on the bundled tiny models with an empty cache and a new output folder
 each time; `run ties (cached)` repeats it with the cache filled (nothing to compute, output up to date).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,12 +38,14 @@ def _commands(src: Path, work: Path) -> list[tuple[str, list[str], bool]]:
     ]
 
 
-def _time_once(src: Path, work: Path, argv: list[str], fresh_cache: bool) -> float:
+def _time_once(src: Path, work: Path, argv: list[str], fresh_cache: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one fresh CLI process."""
     cache = work / "cache"
     if fresh_cache:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(work / "ties", ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(src), "GRAPHMERGE_CACHE": str(cache)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "graphmerge.cli", *argv],
@@ -51,7 +55,9 @@ def _time_once(src: Path, work: Path, argv: list[str], fresh_cache: bool) -> flo
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -61,6 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     trees = {"this": REPO} | ({"other": args.compare.resolve()} if args.compare else {})
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         works = {name: Path(tmp) / name for name in trees}
@@ -71,25 +78,31 @@ def main() -> None:
             for i, label in enumerate(labels):
                 for name, src in trees.items():  # interleaved: both trees see the same load
                     _, argv, fresh = _commands(src, works[name])[i]
-                    times.setdefault((label, name), []).append(_time_once(src, works[name], argv, fresh))
+                    wall, used = _time_once(src, works[name], argv, fresh)
+                    times.setdefault((label, name), []).append(wall)
+                    cpu.setdefault((label, name), []).append(used)
             loads.append(os.getloadavg()[0])
     print(
         f"{len(os.sched_getaffinity(0))} CPUs; 1-minute load average during the run: "
-        f"{min(loads):.1f}..{max(loads):.1f}; {args.repeat} runs each, wall seconds median (min)"
+        f"{min(loads):.1f}..{max(loads):.1f}; {args.repeat} runs each; seconds"
     )
-    header = "| command | " + " | ".join(trees) + (" | ratio this/other |" if len(trees) > 1 else " |")
+    cols = [f"{name}: wall median (min) | {name}: CPU" for name in trees]
+    if len(trees) > 1:
+        cols.append("wall ratio this/other | CPU ratio this/other")
+    header = "| command | " + " | ".join(cols) + " |"
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
+    med = statistics.median
     for label in labels:
-        cells = []
-        for name in trees:
-            t = times[(label, name)]
-            cells.append(f"{statistics.median(t):.2f} ({min(t):.2f})")
-        ratio = ""
+        cells = [
+            f"{med(times[(label, n)]):.2f} ({min(times[(label, n)]):.2f}) | {med(cpu[(label, n)]):.2f}"
+            for n in trees
+        ]
         if len(trees) > 1:
-            r = statistics.median(times[(label, "this")]) / statistics.median(times[(label, "other")])
-            ratio = f" | {r:.2f}"
-        print(f"| `{label}` | " + " | ".join(cells) + ratio + " |")
+            wall_r = med(times[(label, "this")]) / med(times[(label, "other")])
+            cpu_r = med(cpu[(label, "this")]) / med(cpu[(label, "other")])
+            cells.append(f"{wall_r:.2f} | {cpu_r:.2f}")
+        print(f"| `{label}` | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
