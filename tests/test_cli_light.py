@@ -200,3 +200,38 @@ def test_viz_does_not_touch_lm_eval_even_for_built_in_tasks(tmp_path):
     code, modules = _imports(tmp_path, "viz", str(graph), "--cache-dir", str(tmp_path / "cache"))
     assert code == 0
     assert _heavy(modules, HEAVY_FOR_MERGE) == []
+
+
+@pytest.mark.slow
+def test_force_restarts_a_search_and_keeps_the_old_trial_log(tmp_path):
+    from graphmerge.runner import run_graph
+
+    graph = tmp_path / "s.yaml"
+    graph.write_text(
+        f"""
+nodes:
+  base: {{op: load, path: {TINY / "base"}}}
+  add: {{op: load, path: {TINY / "add"}}}
+  reverse: {{op: load, path: {TINY / "reverse"}}}
+  search:
+    op: optimize
+    strategy: lfs
+    base: base
+    models: [add, reverse]
+    objectives: [{{task: tiny_add, metric: exact_match}}]
+    include_path: [{REPO / "graphs/tasks"}]
+    smac: {{facade: hpo, n_trials: 1, max_budget: 2, seed: 0}}
+    out: out
+"""
+    )
+    cache = tmp_path / "cache"
+    first = run_graph(graph, cache_dir=cache, progress=False)
+    assert first.stats.evaluations_run == 1
+    log = (tmp_path / "out/trial_log.jsonl").read_text()
+    replay = run_graph(graph, cache_dir=cache, progress=False)
+    assert replay.stats.evaluations_run == 0  # the trial is replayed from the log
+    forced = run_graph(graph, cache_dir=cache, progress=False, force=True)
+    assert forced.stats.evaluations_run == 1 and forced.stats.evaluations_cached == 0
+    assert (tmp_path / "out/trial_log.jsonl.before-force").read_text() == log
+    new_log = [json.loads(line) for line in (tmp_path / "out/trial_log.jsonl").read_text().splitlines()]
+    assert sum(entry.get("type") == "trial" for entry in new_log) == 1
