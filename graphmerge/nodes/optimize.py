@@ -314,6 +314,7 @@ def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, A
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     trials = 0
     try:
+        # search.trial_log.LOG_NAME, spelled out: importing graphmerge.search imports ConfigSpace
         for line in (out_dir / "trial_log.jsonl").read_text().splitlines():
             try:
                 trials += json.loads(line).get("type") == "trial"
