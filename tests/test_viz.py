@@ -142,3 +142,23 @@ nodes:
     svg = render(load_graph(graph), "svg", cache_dir=cache)
     labels = [t.text for t in _svg_nodes(svg)["search"].iter(f"{SVG}text")]
     assert "strategy: lfs" in labels and any("n_trials=2" in (t or "") for t in labels)
+
+
+def test_layout_ranks_by_longest_path_and_never_overlaps():
+    from graphmerge.graph_layout import layout
+
+    order = ["a", "b", "c", "d", "e"]
+    edges = [("a", "c"), ("b", "c"), ("a", "d"), ("c", "e"), ("d", "e"), ("a", "e")]
+    sizes = {n: (40.0 + 10 * i, 30.0 + 5 * i) for i, n in enumerate(order)}
+    lay = layout(order, sizes, edges)
+    xs = {n: lay.boxes[n].x for n in order}
+    # a, b start; c, d one step in; e after the longest path a -> c -> e
+    assert xs["a"] == xs["b"] < xs["c"] == xs["d"] < xs["e"]
+    for n, box in lay.boxes.items():
+        assert (box.w, box.h) == sizes[n]
+        assert 0 <= box.x and box.x + box.w <= lay.width and 0 <= box.y and box.y + box.h <= lay.height
+    for p, q in [("a", "b"), ("c", "d")]:  # same layer: stacked without overlap
+        top, bottom = sorted((lay.boxes[p], lay.boxes[q]), key=lambda b: b.y)
+        assert top.y + top.h < bottom.y
+    for curve in lay.curves:  # from the right side of the source to the left side of the target
+        assert curve.start == lay.boxes[curve.src].right_mid and curve.end == lay.boxes[curve.dst].left_mid
