@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_search_yaml
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,23 +208,7 @@ def test_force_restarts_a_search_and_keeps_the_old_trial_log(tmp_path):
     from graphmerge.runner import run_graph
 
     graph = tmp_path / "s.yaml"
-    graph.write_text(
-        f"""
-nodes:
-  base: {{op: load, path: {TINY / "base"}}}
-  add: {{op: load, path: {TINY / "add"}}}
-  reverse: {{op: load, path: {TINY / "reverse"}}}
-  search:
-    op: optimize
-    strategy: lfs
-    base: base
-    models: [add, reverse]
-    objectives: [{{task: tiny_add, metric: exact_match}}]
-    include_path: [{REPO / "graphs/tasks"}]
-    smac: {{facade: hpo, n_trials: 1, max_budget: 2, seed: 0}}
-    out: out
-"""
-    )
+    graph.write_text(tiny_search_yaml("{facade: hpo, n_trials: 1, max_budget: 2, seed: 0}", out="out"))
     cache = tmp_path / "cache"
     first = run_graph(graph, cache_dir=cache, progress=False)
     assert first.stats.evaluations_run == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydot
 import pytest
+from conftest import tiny_search_yaml
 
 from graphmerge.cli import main
 from graphmerge.runner import run_graph
@@ -106,7 +107,9 @@ def test_png_is_drawn_without_graphviz(tmp_path, tiny_llamas, monkeypatch):
     path = _graph(tmp_path, tiny_llamas)
     monkeypatch.setattr("shutil.which", lambda _name: None)
     out = tmp_path / "g.png"
-    assert main(["viz", str(path), "--format", "png", "-o", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert (
+        main(["viz", str(path), "--format", "png", "-o", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["viz", str(path), "--format", "png"]) == 2  # a PNG needs -o
 
@@ -115,22 +118,9 @@ def test_png_is_drawn_without_graphviz(tmp_path, tiny_llamas, monkeypatch):
 def test_finished_search_and_its_output_are_shown_as_done(tmp_path):
     graph = tmp_path / "s.yaml"
     graph.write_text(
-        f"""
-vars: {{n_trials: 2}}
-nodes:
-  base: {{op: load, path: {REPO / "models/tiny/base"}}}
-  add: {{op: load, path: {REPO / "models/tiny/add"}}}
-  reverse: {{op: load, path: {REPO / "models/tiny/reverse"}}}
-  search:
-    op: optimize
-    strategy: lfs
-    base: base
-    models: [add, reverse]
-    objectives: [{{task: tiny_add, metric: exact_match}}]
-    include_path: [{REPO / "graphs/tasks"}]
-    smac: {{facade: hpo, n_trials: ${{n_trials}}, max_budget: 4, seed: 0}}
-  best: {{op: save, input: search.best, path: out/best}}
-"""
+        "vars: {n_trials: 2}\n"
+        + tiny_search_yaml("{facade: hpo, n_trials: ${n_trials}, max_budget: 4, seed: 0}")
+        + "  best: {op: save, input: search.best, path: out/best}\n"
     )
     cache = tmp_path / "cache"
     before = cache_states(load_graph(graph), cache)

@@ -66,7 +66,14 @@ def _search_run(root: Path) -> list[str]:
 
 def _viz_png(root: Path) -> list[str]:
     (root / "g.png").write_bytes(b"old picture")
-    return ["viz", str(_write(root, EVALUATE.replace("  score:", "  # score:"))), "--format", "png", "-o", "g.png"]
+    return [
+        "viz",
+        str(_write(root, EVALUATE.replace("  score:", "  # score:"))),
+        "--format",
+        "png",
+        "-o",
+        "g.png",
+    ]
 
 
 CASES = [
