@@ -120,17 +120,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
+    from graphmerge.cache import atomic_write_bytes
     from graphmerge.spec import load_graph, parse_set_overrides
     from graphmerge.viz import render
 
+    if args.format == "png" and args.output is None:
+        raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
     text_or_bytes = render(graph, args.format, cache_dir=args.cache_dir)
-    if args.format == "png":
-        if args.output is None:
-            raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
-        args.output.write_bytes(text_or_bytes)
-    elif args.output is not None:
-        args.output.write_text(text_or_bytes)
+    if args.output is not None:
+        data = text_or_bytes if isinstance(text_or_bytes, bytes) else text_or_bytes.encode()
+        atomic_write_bytes(args.output, data)
     else:
         sys.stdout.write(text_or_bytes)
     if args.output is not None:
