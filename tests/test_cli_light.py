@@ -220,3 +220,18 @@ def test_force_restarts_a_search_and_keeps_the_old_trial_log(tmp_path):
     assert (tmp_path / "out/trial_log.jsonl.before-force").read_text() == log
     new_log = [json.loads(line) for line in (tmp_path / "out/trial_log.jsonl").read_text().splitlines()]
     assert sum(entry.get("type") == "trial" for entry in new_log) == 1
+
+
+def test_lazy_module_imports_on_first_attribute_use(tmp_path, monkeypatch):
+    from graphmerge.lazy import LazyModule
+
+    (tmp_path / "gm_lazy_probe.py").write_text(
+        "IMPORTS = []\nIMPORTS.append(1)\ndef twice(x):\n    return 2 * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lazy = LazyModule("gm_lazy_probe")
+    assert "not loaded yet" in repr(lazy) and "gm_lazy_probe" not in sys.modules
+    assert lazy.twice(21) == 42
+    assert lazy.twice(1) == 2 and sys.modules["gm_lazy_probe"].IMPORTS == [1]  # imported once
+    assert "(loaded)" in repr(lazy) and "twice" in dir(lazy)
+    monkeypatch.delitem(sys.modules, "gm_lazy_probe")
