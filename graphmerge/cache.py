@@ -8,6 +8,11 @@ Layout under the cache directory:
 
 Every blob read is checked against the digest recorded at write time, so a corrupted or deleted
 blob is a cache miss (recomputed), never bad data.
+
+`Cache(root, force=True)` (`graphmerge run --force`) treats everything stored by earlier runs as
+missing: each value is recomputed and overwrites the old entry, and what this run has written it
+reuses. That is the escape hatch when a cached value is stale in a way its key cannot see (a plugin
+op's body edited without bumping its `version`).
 """
 
 from __future__ import annotations
@@ -21,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
-import torch
 import xxhash
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from graphmerge.filemode import file_mode
+from graphmerge.lazy import torch
 
 
 def default_cache_dir() -> Path:
@@ -68,14 +71,42 @@ class VerifyReport:
         return not self.missing and not self.corrupted
 
 
+class _ThisRunOnly:
+    """A mapping over a persistent store that only sees what this process wrote (--force)."""
+
+    def __init__(self, store: diskcache.Cache):
+        self.store = store
+        self.fresh: set[Any] = set()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.store.get(key, default) if key in self.fresh else default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.store[key] = value
+        self.fresh.add(key)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+
 class Cache:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, *, force: bool = False):
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         self.blob_dir = self.root / "blobs"
+        self.force = force
+        self._fresh: set[str] = set()  # tensor and result keys written by this process (for --force)
         self._index = diskcache.Cache(str(self.root / "index"))
         self.results = diskcache.Cache(str(self.root / "results"))
-        self.digests = diskcache.Cache(str(self.root / "digests"))
+        digests = diskcache.Cache(str(self.root / "digests"))
+        self.digests: diskcache.Cache | _ThisRunOnly = _ThisRunOnly(digests) if force else digests
+
+    def _stale(self, key: str) -> bool:
+        """Under --force, an entry that an earlier run wrote: treated as missing."""
+        return self.force and key not in self._fresh
 
     def close(self) -> None:
         for c in (self._index, self.results, self.digests):
@@ -86,6 +117,8 @@ class Cache:
         return self.blob_dir / key[:2] / f"{key}.safetensors"
 
     def has_tensor(self, key: str) -> bool:
+        if self._stale(key):
+            return False
         meta = self._index.get(key)
         if meta is None:
             return False
@@ -95,6 +128,8 @@ class Cache:
             return False
 
     def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
+        from safetensors.torch import save as st_save  # imports torch: see graphmerge/lazy.py
+
         data = st_save({"t": tensor.detach().to("cpu").contiguous()})
         atomic_write_bytes(self.blob_path(key), data, durable=False)
         self._index[key] = {
@@ -104,8 +139,11 @@ class Cache:
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "used": time.time(),
         }
+        self._fresh.add(key)
 
     def get_tensor(self, key: str) -> torch.Tensor:
+        if self._stale(key):
+            raise CacheMiss(key)
         meta = self._index.get(key)
         if meta is None:
             raise CacheMiss(key)
@@ -117,6 +155,8 @@ class Cache:
         if len(data) != meta["size"] or xxhash.xxh3_128_hexdigest(data) != meta["digest"]:
             self._index.pop(key, None)
             raise CacheMiss(key)
+        from safetensors.torch import load as st_load
+
         return st_load(data)["t"]
 
     def tensor_keys(self) -> Iterator[str]:
@@ -124,10 +164,13 @@ class Cache:
 
     # node results ---------------------------------------------------------------------------
     def get_result(self, key: str, default: Any = None) -> Any:
+        if self._stale(key):
+            return default
         return self.results.get(key, default)
 
     def put_result(self, key: str, value: Any) -> None:
         self.results[key] = value
+        self._fresh.add(key)
 
     # maintenance ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from graphmerge import __version__
 from graphmerge.errors import GraphmergeError
 
 EXIT_USER_ERROR = 2
@@ -45,6 +46,7 @@ def _add_trust(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphmerge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"graphmerge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a graph (cached, resumable)")
@@ -53,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_trust(run)
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute everything for this run, ignoring cached values (they are overwritten)",
+    )
     _add_common(run)
 
     val = sub.add_parser("validate", help="check a graph without running it")
@@ -62,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     viz = sub.add_parser("viz", help="draw the graph")
     _add_graph(viz)
-    viz.add_argument("--format", choices=["dot", "mermaid", "html", "png"], default="dot")
+    viz.add_argument("--format", choices=["dot", "mermaid", "svg", "html", "png"], default="dot")
     viz.add_argument(
         "-o", "--output", type=Path, default=None, help="output file (default: stdout; png needs -o)"
     )
@@ -100,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         trust_remote_code=args.trust_remote_code,
+        force=args.force,
     )
     summary = result.summary()
     s = result.stats
@@ -127,17 +135,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
+    from graphmerge.cache import atomic_write_bytes
     from graphmerge.spec import load_graph, parse_set_overrides
     from graphmerge.viz import render
 
+    if args.format == "png" and args.output is None:
+        raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
     text_or_bytes = render(graph, args.format, cache_dir=args.cache_dir)
-    if args.format == "png":
-        if args.output is None:
-            raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
-        args.output.write_bytes(text_or_bytes)
-    elif args.output is not None:
-        args.output.write_text(text_or_bytes)
+    if args.output is not None:
+        data = text_or_bytes if isinstance(text_or_bytes, bytes) else text_or_bytes.encode()
+        atomic_write_bytes(args.output, data)
     else:
         sys.stdout.write(text_or_bytes)
     if args.output is not None:

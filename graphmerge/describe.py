@@ -32,6 +32,7 @@ def describe_all() -> str:
             flags.append("cached result")
         if nt.outputs:
             flags.append(f"outputs: {', '.join(nt.outputs)}")
+        flags.extend(f"needs graphmerge[{extra}]" for extra in nt.extras)
         lines.append(f"  {name} ({'; '.join(flags)}) - {nt.doc}")
         for fname, info in nt.params_model.model_fields.items():
             default = (

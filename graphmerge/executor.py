@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
-import torch
 from tqdm import tqdm
 
 from graphmerge.cache import Cache, CacheMiss
 from graphmerge.errors import GraphmergeError
 from graphmerge.hashing import digest
+from graphmerge.lazy import torch
 from graphmerge.plan import Model, TensorTask
 from graphmerge.registry import get_tensor_op
 from graphmerge.spec import GraphSpec, NodeSpec

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-import torch
+from graphmerge.lazy import torch
 
 __all__ = ["all_finite", "describe_nonfinite", "warn_once"]
 

@@ -14,14 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel
 
 from graphmerge.errors import GraphmergeError
 
-TensorFn = Callable[..., torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+TensorFn = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class NodeType:
     # For `viz`: "cached" | "partial" | "missing" without running the node, for nodes that cache
     # their own results (evaluate); None: judged from the node's output model or result key.
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = field(default=None, compare=False)
+    # Optional extras (graphmerge/extras.py) the node needs; `validate` reports a missing one.
+    extras: tuple[str, ...] = ()
 
 
 _NODE_TYPES: dict[str, NodeType] = {}
@@ -106,6 +110,7 @@ def node(
     cached: bool = False,
     effectful: bool = False,
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = None,
+    extras: Sequence[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a node type. `inputs` names the parameter fields that hold node references
     (a string, a list of strings, or a mapping whose keys are references), or is a function
@@ -127,6 +132,7 @@ def node(
             effectful=effectful,
             doc=(fn.__doc__ or "").strip().split("\n")[0],
             cache_state=cache_state,
+            extras=tuple(extras),
         )
         return fn
 

@@ -51,8 +51,9 @@ def make_context(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
+    force: bool = False,
 ) -> RunContext:
-    cache = Cache(cache_dir or default_cache_dir())
+    cache = Cache(cache_dir or default_cache_dir(), force=force)
     stats = RunStats()
     dev = resolve_device(device)
     ctx = RunContext(
@@ -79,7 +80,9 @@ def run_graph(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
+    force: bool = False,
 ) -> RunResult:
+    """`force`: recompute everything, ignoring what earlier runs cached (see graphmerge/cache.py)."""
     start = time.perf_counter()
     graph = load_graph(path, text=text, overrides=overrides)
     ctx = make_context(
@@ -89,6 +92,7 @@ def run_graph(
         progress=progress,
         log=log,
         trust_remote_code=trust_remote_code,
+        force=force,
     )
     try:
         values = run_nodes(ctx, graph)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from graphmerge.errors import SpecError
+from graphmerge.extras import missing_extra_message
 from graphmerge.registry import NodeType, get_node_type, suggest_node_type
 
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -252,6 +253,7 @@ def build_graph(
         )
 
     specs: dict[str, NodeSpec] = {}
+    needs_extra: dict[str, list[tuple[str, str]]] = {}  # extra -> (node, op) using it
     for name, body in nodes_raw.items():
         name = str(name)
         where = _where(file, lines, name, None)
@@ -268,6 +270,8 @@ def build_graph(
             hint = f"did you mean '{close}'?" if close else "run `graphmerge nodes` for the list"
             problems.append(f"{_where(file, lines, name, 'op')}: unknown op '{op}' ({hint})")
             continue
+        for extra in node_type.extras:
+            needs_extra.setdefault(extra, []).append((name, node_type.name))
         raw = {k: v for k, v in body.items() if k != "op"}
         try:
             raw = substitute(raw, variables, where)
@@ -294,6 +298,12 @@ def build_graph(
             line=lines.get(("nodes", name), 0),
             raw={"op": node_type.name, **raw},
         )
+
+    for extra, users in needs_extra.items():  # one line per missing extra, at its first user
+        (first, op), more = users[0], len(users) - 1
+        missing = missing_extra_message(extra, f"op '{op}'" + (f" (and {more} more nodes)" if more else ""))
+        if missing is not None:
+            problems.append(f"{_where(file, lines, first, 'op')}: {missing[0]} ({missing[1]})")
 
     graph = nx.DiGraph()
     graph.add_nodes_from(specs)

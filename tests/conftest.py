@@ -61,3 +61,22 @@ def tiny_llamas(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture()
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+def tiny_search_yaml(smac: str, *, out: str | None = None) -> str:
+    """The `nodes:` of a small LFS search over the bundled tiny models (add + reverse experts),
+    with `smac` as its SMAC settings (a YAML flow mapping) and optionally its `out` folder."""
+    tiny = REPO / "models" / "tiny"
+    return f"""nodes:
+  base: {{op: load, path: {tiny / "base"}}}
+  add: {{op: load, path: {tiny / "add"}}}
+  reverse: {{op: load, path: {tiny / "reverse"}}}
+  search:
+    op: optimize
+    strategy: lfs
+    base: base
+    models: [add, reverse]
+    objectives: [{{task: tiny_add, metric: exact_match}}]
+    include_path: [{REPO / "graphs" / "tasks"}]
+    smac: {smac}
+""" + (f"    out: {out}\n" if out else "")

@@ -9,6 +9,7 @@ at open time with a message naming the file, instead of failing halfway through 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import mmap
 import struct
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import xxhash
 
 from graphmerge.errors import ModelError
+from graphmerge.lazy import torch
 
 __all__ = [
     "ModelFolder",
@@ -30,28 +31,34 @@ __all__ = [
     "tensor_digest",
 ]
 
-# Safetensors dtype codes -> torch dtypes. Unknown codes are rejected at open time.
-_ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-for _code, _attr in [
-    ("F8_E4M3", "float8_e4m3fn"),
-    ("F8_E5M2", "float8_e5m2"),
-    ("U16", "uint16"),
-    ("U32", "uint32"),
-    ("U64", "uint64"),
-]:
-    if hasattr(torch, _attr):
-        _ST_DTYPES[_code] = getattr(torch, _attr)
+
+
+@functools.cache
+def _st_dtypes() -> dict[str, torch.dtype]:
+    """Safetensors dtype codes -> torch dtypes (built on first use: torch is imported lazily).
+    Unknown codes are rejected at open time."""
+    out = {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }
+    for code, attr in [
+        ("F8_E4M3", "float8_e4m3fn"),
+        ("F8_E5M2", "float8_e5m2"),
+        ("U16", "uint16"),
+        ("U32", "uint32"),
+        ("U64", "uint64"),
+    ]:
+        if hasattr(torch, attr):
+            out[code] = getattr(torch, attr)
+    return out
 
 # Everything a tokenizer may need; copied verbatim when a merged model is saved.
 TOKENIZER_FILE_NAMES: tuple[str, ...] = (
@@ -148,9 +155,9 @@ def _parse_safetensors_header(file: Path) -> list[TensorInfo]:
             raise ModelError(
                 f"safetensors header entry for {name!r} is malformed", where=where, fix=fix
             ) from e
-        if code not in _ST_DTYPES:
+        if code not in _st_dtypes():
             raise ModelError(f"tensor {name!r} has unsupported dtype {code}", where=where)
-        dtype = _ST_DTYPES[code]
+        dtype = _st_dtypes()[code]
         numel = 1
         for s in shape:
             numel *= s

@@ -14,9 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import torch
-
 from graphmerge.errors import ModelError
+from graphmerge.lazy import torch
 
 __all__ = [
     "ModelLayout",

@@ -18,20 +18,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from graphmerge.errors import ModelError, SpecError
 from graphmerge.filemode import dir_mode, file_mode
 from graphmerge.io.folder import tokenizer_files
+from graphmerge.lazy import torch
 
-__all__ = ["DTYPES", "SaveOutcome", "parse_size", "save_hf_model", "write_hf_model"]
+__all__ = ["SaveOutcome", "parse_size", "save_hf_model", "write_hf_model"]
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
+
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' `save_file`, imported on first use because it imports torch (graphmerge/lazy.py)."""
+    from safetensors.torch import save_file as st_save_file
+
+    st_save_file(tensors, path, metadata=metadata)
 
 _UNITS = {
     "": 1,

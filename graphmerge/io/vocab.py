@@ -16,10 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from graphmerge.errors import ModelError
 from graphmerge.io.remote_code import untrusted_error
+from graphmerge.lazy import torch
 
 __all__ = [
     "VocabAlignment",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from graphmerge.lazy import torch
 from graphmerge.methods._common import check_shapes, number
 from graphmerge.methods.registry import ParamSpec, merge_method
 

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-import torch
-
+from graphmerge.lazy import torch
 from graphmerge.methods._common import check_shapes, flag, require_base, require_count
 from graphmerge.methods.registry import ParamSpec, merge_method
 

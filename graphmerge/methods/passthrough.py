@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from graphmerge.lazy import torch
 from graphmerge.methods._common import number, require_count
 from graphmerge.methods.registry import ParamSpec, merge_method
 

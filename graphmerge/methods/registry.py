@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphmerge.errors import MergeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MergeFunction(Protocol):

@@ -7,9 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
 from graphmerge.errors import MergeError
+from graphmerge.lazy import torch
 from graphmerge.methods._common import check_shapes, flag, number, per_model, require_count
 from graphmerge.methods.registry import ParamSpec, merge_method
 

@@ -9,7 +9,7 @@ Ties at the threshold are broken towards the lower flat index so results are det
 
 from __future__ import annotations
 
-import torch
+from graphmerge.lazy import torch
 
 RESCALE_NORMS = ("l1", "l2", "linf", "inverse")
 

@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from graphmerge.errors import MergeError
+from graphmerge.lazy import torch
 from graphmerge.methods import sparsify as sp
 from graphmerge.methods._common import (
     check_shapes,

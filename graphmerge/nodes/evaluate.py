@@ -81,11 +81,15 @@ def _task_specs_and_keys(params: EvaluateParams, model: Model) -> tuple[list, di
     return specs, keys
 
 
+def _done_key(params: EvaluateParams, model: Model) -> str:
+    return digest("evaluate-done", model.key, params.model_dump(mode="json"))
+
+
 def evaluation_state(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> str:
-    """How many of this node's scores the cache already holds (for `graphmerge viz`)."""
-    _, keys = _task_specs_and_keys(params, inputs[params.input])
-    hits = sum(ctx.cache.get_result(k) is not None for k in keys.values())
-    return "cached" if hits == len(keys) else "partial" if hits else "missing"
+    """For `graphmerge viz`: whether this node has evaluated this very model with these settings.
+    Not the per-task score keys: their task hashes need lm-eval's task index, which can take minutes
+    to build (viz must stay instant and work without the [eval] extra)."""
+    return "cached" if ctx.cache.get_result(_done_key(params, inputs[params.input])) else "missing"
 
 
 def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
@@ -146,7 +150,14 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
     }
 
 
-@node("evaluate", version="1", params=EvaluateParams, inputs=["input"], cache_state=evaluation_state)
+@node(
+    "evaluate",
+    version="1",
+    params=EvaluateParams,
+    inputs=["input"],
+    cache_state=evaluation_state,
+    extras=("eval",),
+)
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""
     result = run_evaluation(ctx, params, inputs[params.input])
@@ -156,4 +167,5 @@ def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, 
     if not ctx.node_name.startswith("__"):  # a graph's own evaluate node, not a search trial's
         path = params.results_file or ctx.graph.dir / "out" / "evaluations" / f"{ctx.node_name}.json"
         atomic_write_bytes(Path(path), json.dumps(result, indent=2).encode())
+        ctx.cache.put_result(_done_key(params, inputs[params.input]), True)
     return result

@@ -8,7 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import torch
 import xxhash
 from pydantic import Field
 
@@ -18,6 +17,7 @@ from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
 from graphmerge.io.remote_code import FLAG, code_files
 from graphmerge.io.save import parse_size, save_hf_model
+from graphmerge.lazy import torch
 from graphmerge.nodes.card import component_versions, model_card, resolved_graph_yaml
 from graphmerge.nodes.merge import MERGE_NODE_OF
 from graphmerge.nonfinite import all_finite, describe_nonfinite, warn_once
@@ -176,7 +176,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         model_card=model_card(ctx.graph, ctx.node_name, model, params.dtype),
         extra_files=extra,
         copy_files=code,
-        skip_if=lambda path: _up_to_date(path, stamp),
+        skip_if=lambda path: not ctx.cache.force and _up_to_date(path, stamp),
         on_wait=lambda: ctx.log(f"save: waiting for another run writing {out}"),
     )
     if outcome.written:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from graphmerge.errors import MergeError, ModelError
 from graphmerge.hashing import digest
+from graphmerge.lazy import torch
 from graphmerge.methods import get_method
 from graphmerge.methods.registry import MergeMethod, ParamSpec
 from graphmerge.nodes.parameters import depth_position, resolve_params

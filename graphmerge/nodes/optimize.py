@@ -3,6 +3,7 @@ executor and cache as everything else, so whatever trials share is computed once
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -314,8 +315,32 @@ def _plain(value: Any) -> Any:
 OUTPUTS = ("best", "pareto", "scores", "config", "trials", "recipe", "report")
 
 
+def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> str:
+    """For `viz`: how far the search's trial log has got (read directly: no SMAC import)."""
+    out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
+    trials = 0
+    try:
+        # search.trial_log.LOG_NAME, spelled out: importing graphmerge.search imports ConfigSpace
+        for line in (out_dir / "trial_log.jsonl").read_text().splitlines():
+            try:
+                trials += json.loads(line).get("type") == "trial"
+            except ValueError:  # a torn last line of an interrupted search
+                continue
+    except OSError:
+        return "missing"
+    wanted = (params.smac or {}).get("n_trials", 1)
+    return "cached" if trials >= wanted else "partial" if trials else "missing"
+
+
 @node(
-    "optimize", version="1", params=OptimizeParams, inputs=lambda p: p.refs(), outputs=OUTPUTS, effectful=True
+    "optimize",
+    version="1",
+    params=OptimizeParams,
+    inputs=lambda p: p.refs(),
+    outputs=OUTPUTS,
+    effectful=True,
+    extras=("search",),
+    cache_state=search_state,
 )
 def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Search merge recipes with SMAC (or evaluate one fixed configuration of a strategy)."""
@@ -324,6 +349,11 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
 
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.cache.force:  # --force: a fresh search, not a resume; the old log is kept beside the new one
+        from graphmerge.search.trial_log import LOG_NAME
+
+        if (out_dir / LOG_NAME).exists():
+            (out_dir / LOG_NAME).replace(out_dir / f"{LOG_NAME}.before-force")
     outer = dict(inputs)
     problem = build_problem(params, inputs, ctx.seed)
     runner = TrialRunner(ctx, params, outer, problem)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
 from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers, scale_branch_output
+from graphmerge.lazy import torch
 from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
@@ -24,6 +23,7 @@ from graphmerge.io.vocab import (
     tokenizer_vocab,
     write_aligned_tokenizer,
 )
+from graphmerge.lazy import torch
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
