@@ -1,0 +1,125 @@
+"""Where a search trial's time goes: cProfile of a short LFS search, split into parts.
+
+    OMP_NUM_THREADS=1 python bench/profile_search.py --trials 16 --out /tmp/lfs_profile
+
+Runs `graphmerge run graphs/lfs_search.yaml --set n_trials=N` in this process with an empty cache
+(a fresh folder under --out), one torch thread, under cProfile (wall clock), then prints the share
+of the run spent in each part and the per-trial seconds. The parts are cumulative times of the
+functions that enter them, so they do not overlap except where noted; `other` is the remainder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# part -> (module path fragment, function name) pairs whose cumulative time makes up the part.
+PARTS: dict[str, list[tuple[str, str]]] = {
+    "lm-eval environment collection (add_env_info, git hash)": [
+        ("lm_eval/loggers/utils.py", "add_env_info"),
+        ("lm_eval/loggers/utils.py", "get_git_commit_hash"),
+    ],
+    "generation (HFLM.generate_until)": [("lm_eval/models/huggingface.py", "generate_until")],
+    "loglikelihood (HFLM)": [
+        ("lm_eval/models/huggingface.py", "loglikelihood"),
+        ("lm_eval/models/huggingface.py", "loglikelihood_rolling"),
+    ],
+    "lm-eval total (evaluate + simple_evaluate)": [
+        ("lm_eval/evaluator.py", "simple_evaluate"),
+        ("lm_eval/evaluator.py", "evaluate"),
+    ],
+    "building / loading the model": [
+        ("graphmerge/evaluation/model.py", "build_model"),
+        ("graphmerge/evaluation/model.py", "load"),
+    ],
+    "tensor work (executor.materialize)": [("graphmerge/executor.py", "materialize")],
+    "SMAC (ask + tell)": [("graphmerge/search/driver.py", "_ask"), ("graphmerge/search/driver.py", "tell")],
+}
+
+
+def _cumulative(stats: pstats.Stats, pairs: list[tuple[str, str]]) -> float:
+    total = 0.0
+    for (filename, _line, func), (_cc, _nc, _tt, ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for frag, name in pairs:
+            # only outermost calls: skip recursive/nested entries from a function of the same part
+            if func == name and filename.endswith(frag):
+                nested = any(
+                    cf == name and cfile.endswith(frag) for (cfile, _l, cf) in callers for frag, name in pairs
+                )
+                if not nested:
+                    total += ct
+    return total
+
+
+def split(stats: pstats.Stats, total: float, trials: int) -> list[tuple[str, float]]:
+    """(part, seconds) rows; lm-eval's total is split into environment, model calls and the rest."""
+    t = {name: _cumulative(stats, pairs) for name, pairs in PARTS.items()}
+    env = t["lm-eval environment collection (add_env_info, git hash)"]
+    gen = t["generation (HFLM.generate_until)"]
+    ll = t["loglikelihood (HFLM)"]
+    lm_rest = max(t["lm-eval total (evaluate + simple_evaluate)"] - env - gen - ll, 0.0)
+    rows = [
+        ("lm-eval environment collection (add_env_info, git hash)", env),
+        ("generation (HFLM.generate_until)", gen + ll),
+        ("the rest of lm-eval", lm_rest),
+        ("building / loading the model", t["building / loading the model"]),
+        ("SMAC (ask + tell)", t["SMAC (ask + tell)"]),
+        ("tensor work (executor.materialize)", t["tensor work (executor.materialize)"]),
+    ]
+    rows.append(("everything else (imports, setup, logging, reports)", total - sum(s for _, s in rows)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--graph", type=Path, default=REPO / "graphs/lfs_search.yaml")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/graphmerge_profile"))
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="extra graph vars")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from graphmerge.cli import main as cli
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    cli_args = [
+        "run",
+        str(args.graph),
+        "--set",
+        f"n_trials={args.trials}",
+        "--set",
+        f"out={args.out / 'search'}",
+        "--cache-dir",
+        str(args.out / "cache"),
+        "--no-progress",
+    ]
+    for s in args.set:
+        cli_args += ["--set", s]
+    prof = cProfile.Profile()
+    started = time.perf_counter()
+    prof.enable()
+    code = cli(cli_args)
+    prof.disable()
+    total = time.perf_counter() - started
+    prof.dump_stats(str(args.out / "profile.pstats"))
+    stats = pstats.Stats(prof)
+    print(f"exit {code}; {args.trials} trials; {total:.1f} s wall under cProfile")
+    print("| part | share of wall | s per trial |\n|---|---|---|")
+    for name, secs in split(stats, total, args.trials):
+        print(f"| {name} | {100 * secs / total:.0f}% | {secs / args.trials:.2f} |")
+    print(f"| total | 100% | {total / args.trials:.2f} |")
+    return 0 if code in (0, None) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
