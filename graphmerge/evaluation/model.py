@@ -179,7 +179,11 @@ def resident_model(
                     params[name].copy_(t)
         return model.eval()
     _RESIDENT = None  # free the old model before building the new one
-    model = build_model(config, tensors, dtype, device)
+    # build_model adopts the given tensors as parameters (assign=True, no copy); a resident model is
+    # written into later, so it must own its memory, not alias the caller's (cached, source) tensors.
+    owned = {n: t.detach().clone() for n, t in tensors.items()}
+    model = build_model(config, owned, dtype, device)
+    del owned
     _RESIDENT = (sig, model)
     return model
 

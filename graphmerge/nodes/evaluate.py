@@ -93,7 +93,7 @@ class EvaluationOptions(NodeParams):
         try:
             check_limit(value)
         except EvaluationError as e:
-            raise ValueError(f"{e.message} ({e.fix})" if e.fix else e.message) from None
+            raise ValueError(e.one_line()) from None
         return value
 
     @field_validator("batch_size")
@@ -104,7 +104,7 @@ class EvaluationOptions(NodeParams):
         try:
             check_batch_size(value)
         except EvaluationError as e:
-            raise ValueError(e.message) from None
+            raise ValueError(e.one_line()) from None
         return value
 
     @field_validator("gen_kwargs", mode="before")
