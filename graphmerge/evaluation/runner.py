@@ -360,9 +360,11 @@ def _run(lm, loaded, opts: EvalOptions, names: Sequence[str], *, limit=None, sam
     except FileNotFoundError as e:  # data vanished between the check and the run
         raise EvaluationError(f"data file missing: {e}", where=", ".join(names)) from None
     except ValueError as e:  # lm-eval's own checks (chat template missing, unsafe code, ...)
-        raise EvaluationError(
-            f"lm-eval refused the run: {str(e).splitlines()[0]}", where=", ".join(names)
-        ) from None
+        text = str(e).splitlines()[0]
+        fix = (
+            "use a tokenizer with a chat template, or apply_chat_template: false" if "chat" in text else None
+        )
+        raise EvaluationError(f"lm-eval refused the run: {text}", where=", ".join(names), fix=fix) from None
     if out is None:
         raise EvaluationError("lm-eval returned no results", where=", ".join(names))
     return out
