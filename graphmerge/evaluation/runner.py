@@ -20,7 +20,7 @@ import random
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, redirect_stderr
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -447,18 +447,18 @@ def _model_config(lm, opts: EvalOptions, model, device: str) -> dict[str, Any]:
     return config
 
 
+# Marks keyword arguments the caller did not pass (None is a meaningful limit).
+_UNSET: Any = object()
+
+
 def _options(opts: EvalOptions | None, **legacy: Any) -> EvalOptions:
+    """`options`, with the keyword arguments a caller actually passed laid over it."""
     given = {k: v for k, v in legacy.items() if v is not _UNSET}
     if opts is None:
         return EvalOptions(**given)
     if given:
-        from dataclasses import replace
-
         return replace(opts, **given)
     return opts
-
-
-_UNSET: Any = object()
 
 
 # --------------------------------------------------------------------------------------- evaluate

@@ -59,6 +59,15 @@ def _vllm_missing() -> bool:
     return importlib.util.find_spec("vllm") is None
 
 
+def _checked(check, value: Any) -> Any:
+    """Run an EvaluationError check inside a pydantic validator, which reports ValueErrors."""
+    try:
+        check(value)
+    except EvaluationError as e:
+        raise ValueError(e.one_line()) from None
+    return value
+
+
 class EvaluationOptions(NodeParams):
     """lm-eval's `simple_evaluate` settings, shared by `evaluate` nodes and a search's `evaluation:`."""
 
@@ -90,22 +99,14 @@ class EvaluationOptions(NodeParams):
 
         if isinstance(value, float) and value.is_integer() and value >= 1:
             value = int(value)  # 25.0 and 25 are one setting (and one cache key)
-        try:
-            check_limit(value)
-        except EvaluationError as e:
-            raise ValueError(e.one_line()) from None
-        return value
+        return _checked(check_limit, value)
 
     @field_validator("batch_size")
     @classmethod
     def _batch_size(cls, value: Any) -> Any:
         from graphmerge.evaluation.runner import check_batch_size
 
-        try:
-            check_batch_size(value)
-        except EvaluationError as e:
-            raise ValueError(e.one_line()) from None
-        return value
+        return _checked(check_batch_size, value)
 
     @field_validator("gen_kwargs", mode="before")
     @classmethod

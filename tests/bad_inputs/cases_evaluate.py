@@ -32,27 +32,27 @@ CASES = [
     Case(
         "evaluate_batch_size_word",
         _graph("batch_size: fast"),
-        mentions=("g.yaml:3", "'score'", "batch_size", "auto"),
+        mentions=("g.yaml:8", "'score'", "batch_size", "auto"),
     ),
     Case(
         "evaluate_limit_not_count_or_fraction",
         _graph("limit: 1.5"),
-        mentions=("g.yaml:3", "limit", "fraction"),
+        mentions=("g.yaml:8", "limit", "fraction"),
     ),
-    Case("evaluate_limit_negative", _graph("limit: -3"), mentions=("g.yaml:3", "limit", "positive")),
+    Case("evaluate_limit_negative", _graph("limit: -3"), mentions=("g.yaml:8", "limit", "positive")),
     Case(
         "evaluate_multiturn_without_chat_template",
         _graph("fewshot_as_multiturn: true"),
-        mentions=("g.yaml:3", "fewshot_as_multiturn", "apply_chat_template"),
+        mentions=("g.yaml:8", "fewshot_as_multiturn", "apply_chat_template"),
     ),
     Case(
         "evaluate_gen_kwargs_not_pairs",
         _graph("gen_kwargs: temperature"),
         mentions=("gen_kwargs", "NAME=VALUE"),
     ),
-    Case("evaluate_threads_zero", _graph("threads: 0"), mentions=("g.yaml:3", "threads")),
+    Case("evaluate_threads_zero", _graph("threads: 0"), mentions=("g.yaml:8", "threads")),
     Case(
-        "evaluate_bootstrap_negative", _graph("bootstrap_iters: -1"), mentions=("g.yaml:3", "bootstrap_iters")
+        "evaluate_bootstrap_negative", _graph("bootstrap_iters: -1"), mentions=("g.yaml:8", "bootstrap_iters")
     ),
     Case(
         "evaluate_unknown_filter",
@@ -71,6 +71,6 @@ if importlib.util.find_spec("vllm") is None:
         Case(
             "evaluate_vllm_not_installed",
             _graph("backend: vllm"),
-            mentions=("g.yaml:3", "backend", "pip install", "graphmerge[vllm]"),
+            mentions=("g.yaml:8", "backend", "pip install", "graphmerge[vllm]"),
         )
     )
