@@ -414,11 +414,13 @@ def _reported(task_results: Mapping[str, Any]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def environment_info() -> dict[str, Any]:
-    """lm-eval's environment fields (pretty_env_info, versions, ...) and git hash, collected once per
-    process: torch's collect_env spawns subprocesses and costs about a second."""
-    from lm_eval.loggers.utils import add_env_info, get_git_commit_hash
+    """lm-eval's environment fields (pretty_env_info, versions, ...), collected once per process:
+    torch's collect_env spawns subprocesses and costs about a second."""
+    from lm_eval.loggers.utils import add_env_info
 
-    info: dict[str, Any] = {"git_hash": get_git_commit_hash()}
+    # lm-eval's git_hash describes the working directory's repository (and prints git's "fatal" outside
+    # one); it says nothing about a merged model, so it is left empty.
+    info: dict[str, Any] = {"git_hash": None}
     add_env_info(info)
     return info
 
