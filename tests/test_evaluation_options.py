@@ -394,3 +394,22 @@ def test_vllm_backend_without_vllm_names_the_extra():
 
     with pytest.raises(ValidationError, match=r"pip install 'graphmerge\[vllm\]'"):
         EvaluationOptions(backend="vllm")
+
+
+def test_vllm_gets_the_merged_model_as_a_temporary_folder(tmp_path):
+    """vLLM loads weights from files: the folder it is given holds exactly the model's tensors, and
+    goes away after the evaluation (vLLM itself is not installed here)."""
+    from safetensors.torch import load_file
+
+    from graphmerge.nodes.evaluate import _ModelOnce
+
+    ctx, model = _context(tmp_path)
+    once = _ModelOnce(ctx, _params(5), model)
+    folder = once.folder()
+    assert folder.is_relative_to(ctx.cache.root) and (folder / "tokenizer.json").is_file()
+    _, expected = _tensors("base")
+    written = load_file(folder / "model.safetensors")
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[n], expected[n]) for n in expected)
+    once.cleanup()
+    assert not folder.exists()

@@ -427,7 +427,10 @@ def environment_info() -> dict[str, Any]:
 
 def _model_config(lm, opts: EvalOptions, model, device: str) -> dict[str, Any]:
     """The results dict's `config` section, as simple_evaluate fills it."""
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    if isinstance(model, (str, os.PathLike)):
+        name = str(model)
+    else:
+        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     config: dict[str, Any] = {"model": name, "model_args": None}
     if hasattr(lm, "get_model_info"):
         config.update(lm.get_model_info())
@@ -503,7 +506,7 @@ def evaluate(
     with _quiet(opts.show_progress), _torch_threads(opts.threads):
         tm = resolve_tasks(specs, include_path)
         if opts.backend == "vllm":
-            model, lm = None, _vllm_lm(model_or_path, tokenizer_path, opts)
+            model, lm = model_or_path, _vllm_lm(model_or_path, tokenizer_path, opts)
         else:
             model, tok = _model(model_or_path, tokenizer_path, device)
             lm = _lm(model, tok, opts, device)
