@@ -413,3 +413,20 @@ def test_vllm_gets_the_merged_model_as_a_temporary_folder(tmp_path):
     assert all(torch.equal(written[n], expected[n]) for n in expected)
     once.cleanup()
     assert not folder.exists()
+
+
+def test_a_score_cached_under_an_unchosen_filter_never_comes_back(tmp_path):
+    """Old caches hold scores for `metric: exact_match` on multi-filter tasks (a filter was picked
+    silently); such a node is an error before any cache lookup."""
+    from graphmerge.evaluation import task_config_hash
+    from graphmerge.nodes.evaluate import EvaluateParams, evaluation_key, run_evaluation
+
+    tasks = _two_filter_task(tmp_path)
+    ctx, model = _context(tmp_path)
+    params = EvaluateParams(
+        input="base", tasks=[{"task": "tiny_add2", "metric": "exact_match"}], include_path=[tasks], limit=5
+    )
+    old_key = evaluation_key(model.key, task_config_hash("tiny_add2", [str(tasks)]), "exact_match", params)
+    ctx.cache.put_result(old_key, 0.123)
+    with pytest.raises(EvaluationError, match="exact_match,first-char"):
+        run_evaluation(ctx, params, model)

@@ -266,14 +266,16 @@ def _task_specs_and_keys(
             if not known:
                 raise EvaluationError(f"task {entry.task} reports no metrics", fix="name one with `metric:`")
             metric = known[0]
-            filters = task_filters(entry.task, include)
-            if len(filters) > 1:
-                raise EvaluationError(
-                    f"task {entry.task} reports {metric} under {len(filters)} filters ({', '.join(filters)})",
-                    where=f"evaluate task {entry.task}",
-                    fix=f"choose one: metric: {metric},{filters[0]}",
-                )
         spec = TaskSpec(task=entry.task, metric=metric, weight=entry.weight)
+        # before any cache lookup: a score cached when an unnamed filter was picked silently must not
+        # come back for a metric that names none
+        filters = task_filters(entry.task, include)
+        if spec.filter is None and len(filters) > 1:
+            raise EvaluationError(
+                f"task {entry.task} reports {metric} under {len(filters)} filters ({', '.join(filters)})",
+                where=f"evaluate task {entry.task}",
+                fix=f"choose one: metric: {metric},{filters[0]}",
+            )
         specs.append(spec)
         task_hash = task_config_hash(spec.task, include)
         tm = task_manager(include, [spec.task])
