@@ -14,10 +14,12 @@ the environment (torch's ``collect_env``, which spawns subprocesses) and a git h
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, redirect_stderr
 from dataclasses import dataclass, field, replace
@@ -312,21 +314,38 @@ def _vllm_lm(folder: Any, tokenizer_path, opts: EvalOptions):
     )
 
 
+# Built tasks (data loaded, settings applied) kept for the next evaluation with the same manager and
+# settings: a search evaluates the same tasks in every trial. Each value holds its manager, so the
+# manager's id in the key cannot be reused while the entry lives.
+_TASKS: OrderedDict[tuple, tuple[Any, dict[str, Any]]] = OrderedDict()
+_TASKS_KEPT = 4
+
+
 def _load_tasks(tm, names: Sequence[str], opts: EvalOptions) -> dict[str, Any]:
     """TaskManager.load plus the per-task settings simple_evaluate applies (generation kwargs,
-    few-shot count unless the task pins 0, few-shot sampler seed)."""
+    few-shot count unless the task pins 0), reused while the settings are the same; the few-shot
+    sampler is re-seeded on every call, so each evaluation draws as a freshly loaded task would."""
     import lm_eval.api.task  # noqa: F401  (its logger must exist before quiet_lm_eval)
 
     quiet_lm_eval()
-    loaded = tm.load(list(names))
+    key = (id(tm), tuple(names), json.dumps(opts.gen_kwargs, sort_keys=True, default=str), opts.num_fewshot)
+    if key in _TASKS:
+        _TASKS.move_to_end(key)
+        loaded = _TASKS[key][1]
+    else:
+        loaded = tm.load(list(names))
+        for task in loaded["tasks"].values():
+            if opts.gen_kwargs and task.get_config("output_type") == "generate_until":
+                task.set_config(key="generation_kwargs", value=dict(opts.gen_kwargs), update=True)
+            if opts.num_fewshot is not None:
+                if task.get_config("num_fewshot") != 0:
+                    task.set_config(key="num_fewshot", value=opts.num_fewshot)
+            elif task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+        _TASKS[key] = (tm, loaded)
+        while len(_TASKS) > _TASKS_KEPT:
+            _TASKS.popitem(last=False)
     for task in loaded["tasks"].values():
-        if opts.gen_kwargs and task.get_config("output_type") == "generate_until":
-            task.set_config(key="generation_kwargs", value=dict(opts.gen_kwargs), update=True)
-        if opts.num_fewshot is not None:
-            if task.get_config("num_fewshot") != 0:
-                task.set_config(key="num_fewshot", value=opts.num_fewshot)
-        elif task.get_config("num_fewshot") is None:
-            task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=opts.seed)
     return loaded
 
