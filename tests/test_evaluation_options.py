@@ -430,3 +430,50 @@ def test_a_score_cached_under_an_unchosen_filter_never_comes_back(tmp_path):
     ctx.cache.put_result(old_key, 0.123)
     with pytest.raises(EvaluationError, match="exact_match,first-char"):
         run_evaluation(ctx, params, model)
+
+
+def test_no_lm_eval_internals_are_patched_and_bars_stay_off(base_model, capfd):
+    import lm_eval.api.task as lm_task
+    import lm_eval.evaluator as lm_evaluator
+    import tqdm
+
+    git_hash, task_tqdm = lm_evaluator.get_git_commit_hash, lm_task.tqdm
+    capfd.readouterr()
+    evaluate(base_model, MODELS / "base", [TaskSpec("tiny_reverse", "exact_match")], TASKS, limit=12)
+    err = capfd.readouterr().err
+    assert lm_evaluator.get_git_commit_hash is git_hash and lm_task.tqdm is task_tqdm is tqdm.tqdm
+    assert "\r" not in err and "it/s" not in err, err
+
+
+_PROBE = """
+import json, sys
+from pathlib import Path
+from safetensors.torch import load_file
+from graphmerge.evaluation import EvalOptions, TaskSpec, build_model, score_examples
+m = Path(sys.argv[1])
+model = build_model(json.loads((m / "config.json").read_text()), load_file(m / "model.safetensors"))
+specs = [TaskSpec("tiny_add", "exact_match"), TaskSpec("tiny_sort_mc", "acc")]
+got = score_examples(model, m, specs, sys.argv[2], {}, EvalOptions(limit=20, threads=int(sys.argv[3])))
+print(json.dumps({"scores": got.scores, "items": got.new_items}, sort_keys=True))
+"""
+
+
+def test_per_example_values_are_identical_across_processes_and_threads(base_model):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "7", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(MODELS / "base"), str(TASKS), "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    )
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    specs = [TaskSpec("tiny_add", "exact_match"), TaskSpec("tiny_sort_mc", "acc")]
+    ours = score_examples(base_model, MODELS / "base", specs, TASKS, {}, EvalOptions(limit=20, threads=1))
+    assert theirs["scores"] == ours.scores
+    assert theirs["items"] == {
+        t: {str(k): v for k, v in items.items()} for t, items in ours.new_items.items()
+    }
