@@ -161,12 +161,13 @@ class EvaluationOptions(NodeParams):
             return 1
         return min(cores, 4) if params < 1e9 else cores
 
-    def eval_options(self, *, threads: int | None = None, limit: Any = "same", show_progress: bool = False):
+    def eval_options(self, *, threads: int | None = None):
+        """These settings as the evaluation layer's EvalOptions (threads resolved by the caller)."""
         from graphmerge.evaluation.runner import EvalOptions
 
         return EvalOptions(
             backend=self.backend,
-            limit=self.limit if limit == "same" else limit,
+            limit=self.limit,
             num_fewshot=self.num_fewshot,
             batch_size=self.batch_size,
             max_batch_size=self.max_batch_size,
@@ -177,7 +178,6 @@ class EvaluationOptions(NodeParams):
             system_instruction=self.system_instruction,
             gen_kwargs=self.gen_kwargs,
             log_samples=self.log_samples,
-            show_progress=show_progress,
             threads=threads,
         )
 
