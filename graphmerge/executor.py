@@ -27,6 +27,7 @@ class RunStats:
     tensors_read: int = 0
     evaluations_run: int = 0
     evaluations_cached: int = 0
+    examples_evaluated: int = 0  # lm-eval examples actually run (per-example cache misses)
     nodes_cached: int = 0
     outputs: list[str] = field(default_factory=list)
 

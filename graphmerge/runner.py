@@ -28,6 +28,7 @@ class RunResult:
             "tasks": {"total": s.tasks_total, "executed": s.tasks_executed, "cached": s.tasks_cached},
             "tensors_read": s.tensors_read,
             "evaluations": {"run": s.evaluations_run, "cached": s.evaluations_cached},
+            "examples_evaluated": s.examples_evaluated,
             "nodes_cached": s.nodes_cached,
             "outputs": s.outputs,
             "seconds": round(self.seconds, 3),

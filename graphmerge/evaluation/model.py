@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from graphmerge.errors import ModelError
 from graphmerge.io.remote_code import untrusted_error
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "resident_model", "drop_resident_model"]
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -163,3 +164,59 @@ def _tied_names(model) -> set[str]:
                 if mod is out:
                     tied.add(f"{name}.weight")
     return tied
+
+
+# One model per process stays built between evaluations (a search evaluates many trials of one
+# architecture): its signature, and the model.
+_RESIDENT: tuple[tuple, Any] | None = None
+
+
+def _signature(config, tensors: Mapping[str, torch.Tensor], dtype, device) -> tuple:
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    shapes = tuple(sorted((n, tuple(t.shape)) for n, t in tensors.items()))
+    return json.dumps(cfg, sort_keys=True, default=str), str(_dtype(dtype)), str(torch.device(device)), shapes
+
+
+def resident_model(
+    config: Mapping[str, Any] | Any,
+    tensors: Mapping[str, torch.Tensor],
+    dtype: torch.dtype | str | None = torch.float32,
+    device: str | torch.device = "cpu",
+    *,
+    trust_remote_code: bool = False,
+    code_dir: str | Path | None = None,
+):
+    """Like ``build_model``, but the model instance stays resident: a later call with the same config,
+    tensor names and shapes, dtype and device copies ``tensors`` into its parameters in place
+    (``copy_``, casting to the model's dtype as ``build_model`` does) instead of constructing a new
+    model. Tied aliases (``lm_head.weight`` under tied embeddings) are skipped, so the embedding
+    wins as it does after ``tie_weights``. Another architecture replaces the resident model."""
+    global _RESIDENT
+    if dtype is None:
+        return build_model(
+            config, tensors, dtype, device, trust_remote_code=trust_remote_code, code_dir=code_dir
+        )
+    sig = (*_signature(config, tensors, dtype, device), trust_remote_code, str(code_dir))
+    if _RESIDENT is not None and _RESIDENT[0] == sig:
+        model = _RESIDENT[1]
+        params = model.state_dict(keep_vars=True)
+        tied = _tied_names(model)
+        with torch.no_grad():
+            for name, t in tensors.items():
+                if name not in tied:
+                    params[name].copy_(t)
+        return model.eval()
+    _RESIDENT = None  # free the old model before building the new one
+    # build_model adopts the given tensors as parameters (assign=True, no copy); a resident model is
+    # written into later, so it must own its memory, not alias the caller's (cached, source) tensors.
+    owned = {n: t.detach().clone() for n, t in tensors.items()}
+    model = build_model(config, owned, dtype, device, trust_remote_code=trust_remote_code, code_dir=code_dir)
+    del owned
+    _RESIDENT = (sig, model)
+    return model
+
+
+def drop_resident_model() -> None:
+    """Forget the resident model (frees its memory)."""
+    global _RESIDENT
+    _RESIDENT = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -21,6 +22,7 @@ __all__ = [
     "resolve_tasks",
     "task_metrics",
     "task_data_files",
+    "task_filters",
     "task_config_hash",
     "quiet_lm_eval",
 ]
@@ -30,11 +32,34 @@ PathLike = str | os.PathLike
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One scored task: the lm-eval task name, which metric to read, its weight in a combined score."""
+    """One scored task: the lm-eval task name, which metric (and which of its filters) to read, and its
+    weight in a combined score. ``metric`` may be written lm-eval's way, ``NAME,FILTER``."""
 
     task: str
     metric: str = "acc"
     weight: float = 1.0
+    filter: str | None = None
+
+    def __post_init__(self) -> None:
+        if "," in self.metric:
+            name, _, filt = self.metric.partition(",")
+            if not name.strip() or not filt.strip():
+                raise EvaluationError(
+                    f"metric {self.metric!r} is not NAME,FILTER",
+                    where=self.task,
+                    fix="e.g. exact_match,strict-match",
+                )
+            if self.filter is not None and self.filter != filt.strip():
+                raise EvaluationError(
+                    f"metric {self.metric!r} and filter {self.filter!r} disagree", where=self.task
+                )
+            object.__setattr__(self, "metric", name.strip())
+            object.__setattr__(self, "filter", filt.strip())
+
+    @property
+    def label(self) -> str:
+        """The metric as lm-eval keys it (``NAME,FILTER``), or just the name when no filter was chosen."""
+        return f"{self.metric},{self.filter}" if self.filter else self.metric
 
     @classmethod
     def coerce(cls, value: TaskSpec | dict[str, Any] | str) -> TaskSpec:
@@ -43,17 +68,18 @@ class TaskSpec:
         if isinstance(value, str):
             return cls(task=value)
         if isinstance(value, dict) and "task" in value:
-            extra = set(value) - {"task", "metric", "weight"}
+            extra = set(value) - {"task", "metric", "weight", "filter"}
             if extra:
                 raise EvaluationError(
                     f"unknown task entry keys {sorted(extra)}",
                     where=str(value["task"]),
-                    fix="use task, metric, weight",
+                    fix="use task, metric, weight, filter",
                 )
             return cls(
                 task=str(value["task"]),
                 metric=str(value.get("metric", "acc")),
                 weight=float(value.get("weight", 1.0)),
+                filter=value.get("filter"),
             )
         raise EvaluationError(
             f"cannot read task entry {value!r}", fix="use {task: NAME, metric: M, weight: W}"
@@ -163,12 +189,9 @@ def _entry(name: str, include_path):
 
 
 def _yaml_config(entry) -> dict[str, Any]:
-    """The task's YAML config with includes merged and !function left as 'DIR/module.func' strings."""
-    if entry.yaml_path is None:
-        return dict(entry.cfg or {})
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    return load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
+    """The task's YAML config with includes merged and !function left as 'DIR/module.func' strings:
+    the index entry's own copy (TaskManager.task_index), so no private lm-eval loader is needed."""
+    return copy.deepcopy(dict(entry.cfg or {}))
 
 
 def _kind(entry) -> str:
@@ -269,6 +292,38 @@ def task_metrics(task: str, include_path: PathLike | Iterable[PathLike] | None) 
     return list(_DEFAULT_METRICS.get(cfg.get("output_type", "generate_until"), []))
 
 
+def task_filters(task: str, include_path: PathLike | Iterable[PathLike] | None) -> list[str]:
+    """Names of a task's filters (its YAML's ``filter_list``; lm-eval's ``none`` when it has none).
+    For a group or tag: the filters its members share."""
+    tm, entry = _entry(task, include_path)
+    members = _members(tm, entry)
+    if members:
+        shared: list[str] | None = None
+        for m in members:
+            names = task_filters(m, include_path)
+            shared = names if shared is None else [n for n in shared if n in names]
+        return shared or []
+    flist = _yaml_config(entry).get("filter_list")
+    names = [f.get("name") for f in flist if isinstance(f, dict)] if isinstance(flist, list) else []
+    return [n for n in names if isinstance(n, str)] or ["none"]
+
+
+def _check_filter(spec: TaskSpec, include_path, where: str | None) -> None:
+    filters = task_filters(spec.task, include_path)
+    if spec.filter is None and len(filters) > 1:
+        raise EvaluationError(
+            f"task {spec.task} reports {spec.metric} under {len(filters)} filters ({', '.join(filters)})",
+            where=where,
+            fix=f"choose one: metric: {spec.metric},{filters[0]}",
+        )
+    if spec.filter is not None and filters and spec.filter not in filters:
+        raise EvaluationError(
+            f"task {spec.task} has no filter {spec.filter!r}",
+            where=where,
+            fix=f"its filters: {', '.join(filters)}",
+        )
+
+
 def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
     """Validate names, data files and metrics up front (before any model work); return the manager."""
     names = list(dict.fromkeys(s.task for s in specs))
@@ -290,6 +345,7 @@ def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
                 where=str(entry.yaml_path) if entry.yaml_path else None,
                 fix=f"it reports: {', '.join(produced) or 'nothing'}",
             )
+        _check_filter(s, include_path, str(entry.yaml_path) if entry.yaml_path else None)
     return tm
 
 

@@ -1,9 +1,19 @@
-"""`evaluate`: lm-evaluation-harness tasks on an in-memory model, cached per (model, task, settings)."""
+"""`evaluate`: lm-evaluation-harness tasks on an in-memory model, cached per (model, task, settings).
+
+Scores are cached per task; for settings where a score can be assembled from separately evaluated
+examples (no few-shot, no bootstrap), the per-example metric values are cached too, so a larger
+`limit` evaluates only the new examples. A graph's own evaluate node also writes lm-eval's results
+JSON. The evaluated model stays resident between evaluations of one architecture: each new model's
+tensors are copied into it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,28 +27,182 @@ from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
 
+# Bumped when what a per-example cache entry holds changes meaning.
+EXAMPLES_VERSION = 1
+
 
 class TaskEntry(NodeParams):
     task: str = Field(description="lm-eval task name")
-    metric: str | None = Field(None, description="metric to report (default: the task's first metric)")
+    metric: str | None = Field(
+        None, description="metric to report, NAME or NAME,FILTER (default: the task's first metric)"
+    )
     weight: float = Field(1.0, ge=0, description="weight in the combined score")
 
 
-class EvaluateParams(NodeParams):
+def _parse_gen_kwargs(text: str) -> dict[str, Any]:
+    """lm-eval's command-line form 'temperature=0,max_gen_toks=64' as a dict (values typed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(
+                f"gen_kwargs part {part!r} is not NAME=VALUE (e.g. 'temperature=0,max_gen_toks=64')"
+            )
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def _vllm_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is None
+
+
+def _checked(check, value: Any) -> Any:
+    """Run an EvaluationError check inside a pydantic validator, which reports ValueErrors."""
+    try:
+        check(value)
+    except EvaluationError as e:
+        raise ValueError(e.one_line()) from None
+    return value
+
+
+class EvaluationOptions(NodeParams):
+    """lm-eval's `simple_evaluate` settings, shared by `evaluate` nodes and a search's `evaluation:`."""
+
+    limit: int | float | None = Field(
+        None, description="the first N examples of each task, or a fraction in (0, 1) of it (None: all)"
+    )
+    num_fewshot: int = Field(0, ge=0)
+    batch_size: int | str = Field(32, description="examples per batch, `auto` or `auto:N` (lm-eval's search)")
+    max_batch_size: int | None = Field(None, ge=1, description="upper bound for batch_size: auto")
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the model runs in")
+    bootstrap_iters: int = Field(0, ge=0, description="bootstrap iterations for stderr (0: no stderr)")
+    apply_chat_template: bool | str = Field(False, description="true, or the name of a chat template")
+    fewshot_as_multiturn: bool = Field(False, description="few-shot examples as chat turns")
+    system_instruction: str | None = None
+    gen_kwargs: dict[str, Any] | None = Field(
+        None, description="generation settings for generate_until tasks (dict or 'k=v,k=v')"
+    )
+    log_samples: bool = Field(False, description="keep per-example samples in the lm-eval results JSON")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="torch CPU threads while evaluating (auto: 1 below 50M parameters)"
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (the [vllm] extra)")
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        from graphmerge.evaluation.runner import check_limit
+
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            value = int(value)  # 25.0 and 25 are one setting (and one cache key)
+        return _checked(check_limit, value)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        from graphmerge.evaluation.runner import check_batch_size
+
+        return _checked(check_batch_size, value)
+
+    @field_validator("gen_kwargs", mode="before")
+    @classmethod
+    def _gen_kwargs(cls, value: Any) -> Any:
+        return _parse_gen_kwargs(value) if isinstance(value, str) else value
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("threads must be >= 1 or 'auto'")
+        return value
+
+    @field_validator("fewshot_as_multiturn")
+    @classmethod
+    def _multiturn(cls, value: bool, info) -> bool:
+        if value and not info.data.get("apply_chat_template"):
+            raise ValueError("fewshot_as_multiturn needs apply_chat_template: true")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value == "vllm" and _vllm_missing():
+            raise ValueError(
+                "backend vllm needs vLLM, which is not installed: pip install 'graphmerge[vllm]' "
+                "(a CUDA machine), or use backend: hf"
+            )
+        return value
+
+    def key_options(self) -> dict[str, Any]:
+        """Settings beyond (limit, num_fewshot, seed, dtype) that change scores, when not default
+        (so keys made before they existed stay valid)."""
+        defaults = {
+            "backend": "hf",
+            "bootstrap_iters": 0,
+            "apply_chat_template": False,
+            "fewshot_as_multiturn": False,
+            "system_instruction": None,
+            "gen_kwargs": None,
+        }
+        return {k: getattr(self, k) for k, d in defaults.items() if getattr(self, k) != d}
+
+    def torch_threads(self, config: Mapping[str, Any]) -> int:
+        """Threads for evaluating a model of this config. Small models lose to thread overhead (a
+        tiny-model search ran 3x slower with default threads than with one); big ones use the cores."""
+        if self.threads != "auto":
+            return int(self.threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        params = approx_parameters(config)
+        if params < 50e6:
+            return 1
+        return min(cores, 4) if params < 1e9 else cores
+
+    def eval_options(self, *, threads: int | None = None):
+        """These settings as the evaluation layer's EvalOptions (threads resolved by the caller)."""
+        from graphmerge.evaluation.runner import EvalOptions
+
+        return EvalOptions(
+            backend=self.backend,
+            limit=self.limit,
+            num_fewshot=self.num_fewshot,
+            batch_size=self.batch_size,
+            max_batch_size=self.max_batch_size,
+            seed=self.seed,
+            bootstrap_iters=self.bootstrap_iters,
+            apply_chat_template=self.apply_chat_template,
+            fewshot_as_multiturn=self.fewshot_as_multiturn,
+            system_instruction=self.system_instruction,
+            gen_kwargs=self.gen_kwargs,
+            log_samples=self.log_samples,
+            threads=threads,
+        )
+
+
+def approx_parameters(config: Mapping[str, Any]) -> float:
+    """Parameter count of a decoder from its config (embeddings + 12·h² per layer), for choosing threads."""
+    h = float(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
+    layers = float(config.get("num_hidden_layers") or config.get("n_layer") or 0)
+    vocab = float(config.get("vocab_size") or 0)
+    inter = float(config.get("intermediate_size") or 4 * h)
+    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+
+
+class EvaluateParams(EvaluationOptions):
     input: str = Field(description="the model node to evaluate")
     tasks: list[TaskEntry] = Field(min_length=1, description="tasks and the metric to report for each")
     include_path: list[Path] = Field(
         default_factory=list, description="folders of task YAMLs (relative to the graph)"
     )
-    limit: int | None = Field(
-        None, ge=1, description="evaluate the first N examples of each task (None: all)"
-    )
-    num_fewshot: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1)
-    seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the model runs in")
     results_file: Path | None = Field(
         None, description="scores as JSON (default: out/evaluations/NODE.json next to the graph)"
+    )
+    lm_eval_results_file: Path | None = Field(
+        None, description="lm-eval's own results JSON (default: out/evaluations/NODE.lm_eval.json)"
     )
 
     @field_validator("tasks", mode="before")
@@ -49,8 +213,8 @@ class EvaluateParams(NodeParams):
         return value
 
 
-def evaluation_key(model_key: str, task_hash: str, metric: str, params: EvaluateParams) -> str:
-    return digest(
+def evaluation_key(model_key: str, task_hash: str, metric: str, params: EvaluationOptions) -> str:
+    parts: list[Any] = [
         "evaluation",
         model_key,
         task_hash,
@@ -59,15 +223,43 @@ def evaluation_key(model_key: str, task_hash: str, metric: str, params: Evaluate
         params.num_fewshot,
         params.seed,
         params.dtype,
+    ]
+    extra = params.key_options()
+    if extra:
+        parts.append(extra)
+    return digest(*parts)
+
+
+def examples_key(model_key: str, task_hash: str, metric: str, params: EvaluationOptions) -> str:
+    """Per-example metric values of one (model, task, metric, settings), whatever the limit."""
+    return digest(
+        "evaluation-examples",
+        EXAMPLES_VERSION,
+        model_key,
+        task_hash,
+        metric,
+        params.num_fewshot,
+        params.seed,
+        params.dtype,
+        params.key_options(),
     )
 
 
-def _task_specs_and_keys(params: EvaluateParams, model: Model) -> tuple[list, dict[str, str]]:
-    from graphmerge.evaluation.tasks import TaskSpec, task_config_hash, task_metrics
+def _task_specs_and_keys(
+    params: EvaluateParams, model: Model
+) -> tuple[list, dict[str, tuple[str, str, bool]]]:
+    """Specs, and per task: (score key, per-example key, whether the task is a group or tag)."""
+    from graphmerge.evaluation.tasks import (
+        TaskSpec,
+        task_config_hash,
+        task_filters,
+        task_manager,
+        task_metrics,
+    )
 
     include = [str(p) for p in params.include_path]
     specs: list[TaskSpec] = []
-    keys: dict[str, str] = {}
+    keys: dict[str, tuple[str, str, bool]] = {}
     for entry in params.tasks:
         metric = entry.metric
         if metric is None:
@@ -76,8 +268,24 @@ def _task_specs_and_keys(params: EvaluateParams, model: Model) -> tuple[list, di
                 raise EvaluationError(f"task {entry.task} reports no metrics", fix="name one with `metric:`")
             metric = known[0]
         spec = TaskSpec(task=entry.task, metric=metric, weight=entry.weight)
+        # before any cache lookup: a score cached when an unnamed filter was picked silently must not
+        # come back for a metric that names none
+        filters = task_filters(entry.task, include)
+        if spec.filter is None and len(filters) > 1:
+            raise EvaluationError(
+                f"task {entry.task} reports {metric} under {len(filters)} filters ({', '.join(filters)})",
+                where=f"evaluate task {entry.task}",
+                fix=f"choose one: metric: {metric},{filters[0]}",
+            )
         specs.append(spec)
-        keys[spec.task] = evaluation_key(model.key, task_config_hash(spec.task, include), metric, params)
+        task_hash = task_config_hash(spec.task, include)
+        tm = task_manager(include, [spec.task])
+        is_group = spec.task in tm.all_groups or spec.task in tm.all_tags
+        keys[spec.task] = (
+            evaluation_key(model.key, task_hash, spec.label, params),
+            examples_key(model.key, task_hash, spec.label, params),
+            is_group,
+        )
     return specs, keys
 
 
@@ -92,62 +300,215 @@ def evaluation_state(ctx: RunContext, params: EvaluateParams, inputs: Mapping[st
     return "cached" if ctx.cache.get_result(_done_key(params, inputs[params.input])) else "missing"
 
 
-def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
-    """Scores of `model` on every task, evaluating only what the cache does not already hold."""
-    include = [str(p) for p in params.include_path]
-    specs, keys = _task_specs_and_keys(params, model)
+class _ModelOnce:
+    """The evaluated model, built (or copied into the resident one) on first use only. For vLLM, which
+    loads weights only from files, `folder()` writes it to a temporary folder under the cache instead,
+    removed by `cleanup()`."""
 
-    scores: dict[str, float] = {}
-    missing = []
-    for spec in specs:
-        hit = ctx.cache.get_result(keys[spec.task])
-        if hit is not None:
-            scores[spec.task] = hit
-            ctx.stats.evaluations_cached += 1
-        else:
-            missing.append(spec)
-    if missing:
-        from graphmerge.evaluation import build_model, evaluate
+    def __init__(self, ctx: RunContext, params: EvaluationOptions, model: Model):
+        self.ctx, self.params, self.model = ctx, params, model
+        self._hf = None
+        self._tmp: Path | None = None
 
-        if model.tokenizer_dir is None:
-            raise EvaluationError(
-                "the model has no tokenizer", fix="load models whose folders include tokenizer files"
+    def __call__(self):
+        if self._hf is None:
+            from graphmerge.evaluation import resident_model
+
+            tensors = self.ctx.executor.materialize(self.model, desc="evaluate")
+            self._hf = resident_model(
+                dict(self.model.config),
+                tensors,
+                dtype=self.params.dtype,
+                device=self.ctx.device,
+                trust_remote_code=self.ctx.trust_remote_code,
+                code_dir=self.model.code_dir,
             )
-        tensors = ctx.executor.materialize(model, desc="evaluate")
-        hf_model = build_model(
-            dict(model.config),
-            tensors,
-            dtype=params.dtype,
-            device=ctx.device,
-            trust_remote_code=ctx.trust_remote_code,
-            code_dir=model.code_dir,
+        return self._hf
+
+    def folder(self) -> Path:
+        import tempfile
+
+        import torch
+
+        from graphmerge.io.save import write_hf_model
+
+        self._tmp = Path(tempfile.mkdtemp(prefix="vllm-", dir=self.ctx.cache.root))
+        tensors = self.ctx.executor.materialize(self.model, desc="evaluate")
+        return write_hf_model(
+            self._tmp / "model",
+            dict(self.model.config),
+            tensors.items(),
+            tokenizer_from=self.model.tokenizer_dir,
+            dtype=getattr(torch, self.params.dtype),
         )
-        del tensors
-        result = evaluate(
-            hf_model,
-            model.tokenizer_dir,
-            missing,
-            include_path=include,
-            limit=params.limit,
-            num_fewshot=params.num_fewshot,
-            batch_size=params.batch_size,
-            device=str(ctx.device),
-            seed=params.seed,
-            trust_remote_code=ctx.trust_remote_code,
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _score_value(hit: Any) -> tuple[float, float | None]:
+    if isinstance(hit, Mapping):
+        return float(hit["score"]), hit.get("stderr")
+    return float(hit), None
+
+
+def run_evaluation(
+    ctx: RunContext, params: EvaluateParams, model: Model, *, lm_eval_results: bool = False
+) -> dict[str, Any]:
+    """Scores of `model` on every task, evaluating only what the cache does not already hold.
+
+    With ``lm_eval_results`` the answer also holds lm-eval's results dict (``lm_eval``), from the cache
+    when this exact evaluation ran before, else from one lm-eval run over all tasks."""
+    specs, keys = _task_specs_and_keys(params, model)
+    if model.tokenizer_dir is None:
+        raise EvaluationError(
+            "the model has no tokenizer", fix="load models whose folders include tokenizer files"
         )
-        for spec in missing:
-            score = float(result.scores[spec.task])
-            ctx.cache.put_result(keys[spec.task], score)
-            scores[spec.task] = score
-            ctx.stats.evaluations_run += 1
+    if params.backend == "vllm" and _vllm_missing():
+        raise EvaluationError(
+            "backend vllm needs vLLM, which is not installed",
+            fix="pip install 'graphmerge[vllm]' (a CUDA machine), or use backend: hf",
+        )
+    job = _Job(ctx, params, model, specs, keys)
+    try:
+        raw = job.with_results() if lm_eval_results else job.per_task()
+    finally:
+        job.hf.cleanup()
+    scores, stderr = job.scores, job.stderr
     total = sum(s.weight for s in specs)
     combined = sum(scores[s.task] * s.weight for s in specs) / total if total else 0.0
-    return {
+    out: dict[str, Any] = {
         "scores": {s.task: scores[s.task] for s in specs},
         "score": combined,
         "model_key": model.key,
         "limit": params.limit,
     }
+    if stderr:
+        out["stderr"] = {s.task: stderr[s.task] for s in specs if s.task in stderr}
+    if raw is not None:
+        out["lm_eval"] = raw
+    return out
+
+
+class _Job:
+    """One node's evaluation: what to look up, what to run, and the scores found."""
+
+    def __init__(self, ctx: RunContext, params: EvaluateParams, model: Model, specs, keys):
+        self.ctx, self.params, self.model, self.specs, self.keys = ctx, params, model, specs, keys
+        self.include = [str(p) for p in params.include_path]
+        self.opts = replace(
+            params.eval_options(threads=params.torch_threads(model.config)),
+            trust_remote_code=ctx.trust_remote_code,
+        )
+        self.hf = _ModelOnce(ctx, params, model)
+        self.device = str(ctx.device)
+        self.scores: dict[str, float] = {}
+        self.stderr: dict[str, float] = {}
+
+    def _found(self, task: str, score: float, err: float | None) -> None:
+        self.scores[task] = score
+        if err is not None:
+            self.stderr[task] = err
+
+    def _store(self, task: str, score: float, err: float | None) -> None:
+        score = float(score)
+        value = score if err is None else {"score": score, "stderr": float(err)}
+        self.ctx.cache.put_result(self.keys[task][0], value)
+        self._found(task, score, err)
+        self.ctx.stats.evaluations_run += 1
+
+    def _whole(self, specs, *, with_environment: bool = False):
+        from graphmerge.evaluation import evaluate
+
+        result = evaluate(
+            _lm_input(self.params, self.hf),
+            self.model.tokenizer_dir,
+            specs,
+            include_path=self.include,
+            options=self.opts,
+            device=self.device,
+            with_environment=with_environment,
+        )
+        for s in specs:
+            self._store(s.task, result.scores[s.task], result.stderr.get(s.task))
+        return result
+
+    def with_results(self) -> dict[str, Any]:
+        """All tasks in one lm-eval run, for its results JSON (cached as a whole)."""
+        raw_key = digest(
+            "lm-eval-results", [self.keys[s.task][0] for s in self.specs], self.params.log_samples
+        )
+        raw = self.ctx.cache.get_result(raw_key)
+        if raw is None:
+            result = self._whole(self.specs, with_environment=True)
+            raw = json.loads(json.dumps(result.raw, default=_jsonable))
+            self.ctx.cache.put_result(raw_key, raw)
+            return raw
+        for s in self.specs:
+            self._found(s.task, *_score_value(self.ctx.cache.get_result(self.keys[s.task][0])))
+            self.ctx.stats.evaluations_cached += 1
+        return raw
+
+    def per_task(self) -> None:
+        """Cached scores, then per-example evaluation where it equals a whole run, then whole runs."""
+        from graphmerge.evaluation.runner import per_example_ok
+
+        whole, by_example = [], []
+        for spec in self.specs:
+            hit = self.ctx.cache.get_result(self.keys[spec.task][0])
+            if hit is not None:
+                self._found(spec.task, *_score_value(hit))
+                self.ctx.stats.evaluations_cached += 1
+            elif self.params.backend == "hf" and per_example_ok(self.opts, self.keys[spec.task][2]):
+                by_example.append(spec)
+            else:
+                whole.append(spec)
+        if by_example:
+            self._by_example(by_example)
+        if whole:
+            self._whole(whole)
+
+    def _by_example(self, specs) -> None:
+        from graphmerge.evaluation import score_examples
+
+        cache = self.ctx.cache
+        known = {}
+        for s in specs:
+            stored = cache.get_result(self.keys[s.task][1]) or {}
+            known[s.task] = {int(k): v for k, v in stored.items()}
+        got = score_examples(
+            self.hf, self.model.tokenizer_dir, specs, self.include, known, self.opts, self.device
+        )
+        for s in specs:
+            new = got.new_items[s.task]
+            if new:
+                merged = {**known[s.task], **new}
+                cache.put_result(self.keys[s.task][1], {str(k): v for k, v in sorted(merged.items())})
+            self._store(s.task, got.scores[s.task], None)
+            self.ctx.stats.examples_evaluated += len(new)
+
+
+def _lm_input(params: EvaluationOptions, hf: _ModelOnce):
+    """What `evaluate` runs on: the resident model (hf) or a model folder (vLLM)."""
+    return hf() if params.backend == "hf" else hf.folder()
+
+
+def _jsonable(value: Any) -> Any:
+    """lm-eval's handle_non_serializable: numpy scalars as numbers, sets as lists, the rest as text."""
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
 
 
 @node(
@@ -160,12 +521,20 @@ def run_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dic
 )
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""
-    result = run_evaluation(ctx, params, inputs[params.input])
-    shown = ", ".join(f"{t}={v:.4f}" for t, v in result["scores"].items())
-    if not ctx.node_name.startswith("__"):  # trial evaluations are reported by the search's progress line
-        ctx.log(f"evaluate {params.input}: {shown}" + (f" (limit {params.limit})" if params.limit else ""))
-    if not ctx.node_name.startswith("__"):  # a graph's own evaluate node, not a search trial's
-        path = params.results_file or ctx.graph.dir / "out" / "evaluations" / f"{ctx.node_name}.json"
-        atomic_write_bytes(Path(path), json.dumps(result, indent=2).encode())
-        ctx.cache.put_result(_done_key(params, inputs[params.input]), True)
+    own = not ctx.node_name.startswith("__")  # a graph's own evaluate node, not a search trial's
+    result = run_evaluation(ctx, params, inputs[params.input], lm_eval_results=own)
+    if not own:  # trial evaluations are reported by the search's progress line
+        return result
+    shown = ", ".join(
+        f"{t}={v:.4f}" + (f"±{result['stderr'][t]:.4f}" if t in result.get("stderr", {}) else "")
+        for t, v in result["scores"].items()
+    )
+    ctx.log(f"evaluate {params.input}: {shown}" + (f" (limit {params.limit})" if params.limit else ""))
+    out_dir = ctx.graph.dir / "out" / "evaluations"
+    raw = result.pop("lm_eval")
+    path = params.results_file or out_dir / f"{ctx.node_name}.json"
+    atomic_write_bytes(Path(path), json.dumps(result, indent=2).encode())
+    lm_path = params.lm_eval_results_file or out_dir / f"{ctx.node_name}.lm_eval.json"
+    atomic_write_bytes(Path(lm_path), json.dumps(raw, indent=2, ensure_ascii=False).encode())
+    ctx.cache.put_result(_done_key(params, inputs[params.input]), True)
     return result

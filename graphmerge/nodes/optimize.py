@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from graphmerge.errors import SpecError
 from graphmerge.executor import RunContext, run_nodes
+from graphmerge.nodes.evaluate import EvaluationOptions
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
@@ -29,12 +30,8 @@ class ObjectiveEntry(NodeParams):
     weight: float = Field(1.0, ge=0, description="weight in the single-objective weighted sum")
 
 
-class EvaluationSettings(NodeParams):
-    limit: int | None = Field(None, ge=1, description="examples per task when the facade has no budgets")
-    num_fewshot: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1)
-    seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+class EvaluationSettings(EvaluationOptions):
+    """The `evaluate` node's lm-eval settings; `limit` applies when the facade has no budgets."""
 
 
 class OptimizeParams(NodeParams):
@@ -128,11 +125,8 @@ def evaluate_spec(params: OptimizeParams, input_ref: str, limit: int | None) -> 
         "input": input_ref,
         "tasks": [o.model_dump(exclude_none=True) for o in params.objectives],
         "include_path": [str(p) for p in params.include_path],
+        **ev.model_dump(exclude={"limit"}),
         "limit": limit if limit is not None else ev.limit,
-        "num_fewshot": ev.num_fewshot,
-        "batch_size": ev.batch_size,
-        "seed": ev.seed,
-        "dtype": ev.dtype,
     }
 
 
