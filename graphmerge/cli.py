@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(viz)
 
+    conv = sub.add_parser("convert", help="write the graph equivalent to a mergekit YAML config")
+    conv.add_argument("config", type=Path, help="mergekit YAML config")
+    conv.add_argument("-o", "--output", type=Path, default=None, help="graph file to write (default: stdout)")
+    conv.add_argument("--out", default=None, help="output model folder the graph saves to (default: out/NAME)")
+    _add_common(conv)
+
     nodes = sub.add_parser("nodes", help="list node types and merge methods with their parameters")
     _add_common(nodes)
 
@@ -130,6 +136,13 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from graphmerge.convert.cli import convert_file
+
+    convert_file(args.config, args.output, args.out)
+    return 0
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     from graphmerge.describe import describe_all
 
@@ -178,7 +191,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "viz": cmd_viz,
+    "convert": cmd_convert,
+    "nodes": cmd_nodes,
+    "cache": cmd_cache,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,9 @@ class MergeSpec(NodeParams):
     params: dict[str, Any] = Field(default_factory=dict, description="global method parameters")
     dtype: DType | None = Field(None, description="output dtype (default: the base's or first model's)")
     seed: int | None = Field(None, description="seed for stochastic methods (default: the graph's seed)")
+    head_position: float = Field(
+        1.0, ge=0.0, le=1.0, description="gradient position of the final norm and LM head (mergekit: 0)"
+    )
 
     @field_validator("method")
     @classmethod
@@ -166,7 +169,10 @@ def plan_merge(
             )
         layer = layout.layer_of(name)
         position = depth_position(
-            layer, layout.num_layers, "embed" if layout.role(name) == "embedding" else "other"
+            layer,
+            layout.num_layers,
+            "embed" if layout.role(name) == "embedding" else "other",
+            spec.head_position,
         )
         per_model = [
             _fill(
