@@ -15,9 +15,7 @@ EXIT_USER_ERROR = 2
 
 
 def _offline_env() -> None:
-    # Every model and dataset is local: never let transformers / datasets / lm-eval reach a hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # Offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) is the user's choice, never forced here.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -113,6 +111,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from graphmerge.spec import load_graph, parse_set_overrides
 
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    from graphmerge.nodes.io import check_load_paths
+
+    check_load_paths(graph)
     print(f"{args.graph}: ok ({len(graph.nodes)} nodes: {' -> '.join(graph.order)})")
     return 0
 
@@ -191,6 +192,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unreachable_hub(exc: BaseException) -> str | None:
+    """A one-line answer for data that could not be fetched (lm-eval datasets, hub files)."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError"}:
+        return (
+            f"{exc} (offline mode is on or the data is not cached: unset HF_HUB_OFFLINE and "
+            "HF_DATASETS_OFFLINE to download it, or set HF_HOME to a cache that has it)"
+        ).replace("\n", " ")
+    if names & {"ConnectionError", "ConnectTimeout", "ConnectError", "MaxRetryError", "NameResolutionError"}:
+        return (
+            f"cannot reach the Hugging Face Hub: {type(exc).__name__} (set HF_HUB_OFFLINE=1 and "
+            "HF_DATASETS_OFFLINE=1 to use only cached data, or check the network and HF_ENDPOINT)"
+        )
+    return None
+
+
 COMMANDS = {
     "run": cmd_run,
     "validate": cmd_validate,
@@ -220,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished work is cached; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: short by default, full with --debug
+        unreachable = _unreachable_hub(exc)
+        if unreachable and not args.debug:
+            print(f"error: {unreachable}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if args.debug:
             traceback.print_exc()
         else:

@@ -33,6 +33,10 @@ SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
 PICKLED = ["*.bin", "pytorch_model.bin.index.json", "adapter_model.bin"]
 
 
+class NotCached(ModelError):
+    """A hub model that is not in the cache while downloads were not allowed (validate)."""
+
+
 @dataclass(frozen=True)
 class HubRef:
     repo_id: str
@@ -118,9 +122,9 @@ def snapshot(ref: HubRef, *, download: bool = True) -> Path:
         ) from None
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, FileNotFoundError):
         if local_only:
-            why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline() else "downloads are off here"
-            raise ModelError(
-                f"hub model {ref} is not in the Hugging Face cache {cache} and {why}",
+            raise (ModelError if offline() else NotCached)(
+                f"hub model {ref} is not in the Hugging Face cache {cache} and offline mode is on "
+                "(HF_HUB_OFFLINE=1)",
                 fix="unset HF_HUB_OFFLINE to download it, or set HF_HOME to a cache that has it",
             ) from None
         raise ModelError(

@@ -59,15 +59,18 @@ class LoadParams(NodeParams):
     )
 
 
-def _model_source(path: str, graph_dir: Path) -> tuple[Path, Path | None]:
+def _model_source(path: str, graph_dir: Path, *, download: bool = True) -> tuple[Path, Path | None]:
     """(model folder, LoRA adapter folder or None) for a `load` path."""
     from graphmerge.io.hub import locate_model
     from graphmerge.io.lora import ADAPTER_CONFIG, is_adapter_folder
 
-    whole = locate_model(path, graph_dir)
+    whole = locate_model(path, graph_dir, download=download)
     if "+" in path and not whole.exists():
         model_ref, adapter_ref = path.rsplit("+", 1)
-        return locate_model(model_ref, graph_dir), locate_model(adapter_ref, graph_dir)
+        return (
+            locate_model(model_ref, graph_dir, download=download),
+            locate_model(adapter_ref, graph_dir, download=download),
+        )
     if is_adapter_folder(whole):
         base = json.loads((whole / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
         if not base:
@@ -75,8 +78,25 @@ def _model_source(path: str, graph_dir: Path) -> tuple[Path, Path | None]:
                 f"adapter {whole} names no base model (base_model_name_or_path)",
                 fix="load it as MODEL+ADAPTER",
             )
-        return locate_model(base, graph_dir), whole
+        return locate_model(base, graph_dir, download=download), whole
     return whole, None
+
+
+def check_load_paths(graph) -> None:
+    """Every `load` path exists locally or, offline, in the hub cache (nothing is downloaded)."""
+    from graphmerge.io.hub import NotCached
+
+    for name, spec in graph.nodes.items():
+        if spec.op != "load" or "${" in spec.params.path:
+            continue
+        try:
+            for found in _model_source(spec.params.path, graph.dir, download=False):
+                if found is not None and not found.exists():
+                    raise ModelError(f"model folder {found} not found", fix="check the path")
+        except NotCached:
+            continue  # `run` downloads it
+        except ModelError as exc:
+            raise ModelError(exc.what, where=graph.where(name, "path"), fix=exc.fix) from None
 
 
 @node("load", version="1", params=LoadParams)
