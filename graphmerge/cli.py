@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="write the graph equivalent to a mergekit YAML config")
     conv.add_argument("config", type=Path, help="mergekit YAML config")
     conv.add_argument("-o", "--output", type=Path, default=None, help="graph file to write (default: stdout)")
-    conv.add_argument("--out", default=None, help="output model folder the graph saves to (default: out/NAME)")
+    conv.add_argument(
+        "--out", default=None, help="output model folder the graph saves to (default: out/NAME)"
+    )
     _add_common(conv)
 
     nodes = sub.add_parser("nodes", help="list node types and merge methods with their parameters")

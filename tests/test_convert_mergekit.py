@@ -7,6 +7,7 @@ slerp); `bench/mergekit_examples.py` compares the same configs with mergekit its
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -291,3 +292,26 @@ def test_tokenizer_source_and_lora_inputs_convert():
 def test_unsupported_keys_are_errors_naming_the_key(text, key):
     with pytest.raises(SpecError, match=f"key '{key}'"):
         _convert(text)
+
+
+@pytest.mark.parametrize("template", ["chatml", "auto", "{{ 'custom:' + messages[0]['content'] }}"])
+def test_chat_template_lands_in_the_saved_tokenizer(tmp_path, template):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    tiny = REPO / "models" / "tiny"
+    with_template = tmp_path / "chat"
+    shutil.copytree(tiny / "add", with_template)
+    cfg = json.loads((with_template / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{{ 'from-add:' + messages[0]['content'] }}"
+    (with_template / "tokenizer_config.json").write_text(json.dumps(cfg))
+    text = (
+        f"merge_method: linear\nmodels:\n  - model: {tiny / 'base'}\n    parameters: {{weight: 1}}\n"
+        f'  - model: {with_template}\n    parameters: {{weight: 1}}\nchat_template: "{template}"\n'
+    )
+    _run_mergekit_text(tmp_path, text)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    want = {"chatml": "<|im_start|>user\nhi<|im_end|>\n", "auto": "from-add:hi"}.get(template, "custom:hi")
+    assert rendered == want

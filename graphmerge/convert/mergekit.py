@@ -41,6 +41,8 @@ TOP_KEYS = (
 UNSUPPORTED = {
     "modules": "per-module merges (multimodal models) are not supported; use `slices:` or `models:`",
 }
+# Node and variable names the conversion uses itself.
+RESERVED = ("out", "merged", "merged_embed", "merged_head", "save", "tokenizer", "with_template")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 _GLOB_OR_REGEX = re.compile(r"[*?\[]|^/.*/$")
 
@@ -103,7 +105,7 @@ class _Converter:
         if stem[0].isdigit():
             stem = "m_" + stem
         name, n = stem, 2
-        while name in self.nodes or name in ("out", "merged", "save"):
+        while name in self.nodes or name in RESERVED:
             name, n = f"{stem}_{n}", n + 1
         self.vars[name] = path
         self.nodes[name] = {"op": "load", "path": "${" + name + "}"}
@@ -286,11 +288,14 @@ class _Converter:
         if out_dtype:
             save["dtype"] = out_dtype
         if d.get("chat_template") is not None:
-            raise self.error(
-                "chat_template is not supported yet",
-                "chat_template",
-                "remove it and set the template after merging",
-            )
+            template = d["chat_template"]
+            if not isinstance(template, str):
+                raise self.error("chat_template must be a string", "chat_template")
+            node: dict[str, Any] = {"op": "chat_template", "input": result, "template": template}
+            if template == "auto":
+                node["models"] = [n for n, spec in self.nodes.items() if spec.get("op") == "load"]
+            self.nodes["with_template"] = node
+            save["input"] = "with_template"
         self.nodes["save"] = save
         return Conversion(graph={"vars": self.vars, "nodes": self.nodes}, warnings=tuple(self.warnings))
 

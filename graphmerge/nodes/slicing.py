@@ -148,7 +148,10 @@ def _with_head(model: Model, head: Model) -> Model:
 
 
 def _spec_at(spec: MergeSpec, position: float) -> MergeSpec:
-    models = {ref: {k: at_position(v, position) for k, v in (vals or {}).items()} for ref, vals in spec.models.items()}
+    models = {
+        ref: {k: at_position(v, position) for k, v in (vals or {}).items()}
+        for ref, vals in spec.models.items()
+    }
     params = {k: at_position(v, position) for k, v in spec.params.items()}
     return spec.model_copy(update={"models": models, "params": params})
 
