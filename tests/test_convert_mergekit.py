@@ -267,7 +267,6 @@ def test_tokenizer_source_and_lora_inputs_convert():
         "op": "align_tokenizer",
         "models": ["base", "chat_chat_lora"],
         "base": "base",
-        "fill": "base",
         "source": "union",
         "pad_to_multiple": 8,
     }
@@ -315,3 +314,32 @@ def test_chat_template_lands_in_the_saved_tokenizer(tmp_path, template):
     rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     want = {"chatml": "<|im_start|>user\nhi<|im_end|>\n", "auto": "from-add:hi"}.get(template, "custom:hi")
     assert rendered == want
+
+
+def test_per_token_sources_follow_mergekit_rules(tmp_path):
+    """tokenizer.tokens: a model lacking a token gets the configured row; `force` replaces it in
+    every model; others keep the default (the only holder's row)."""
+    from test_nodes_structure import TEXT_A, TEXT_B, make_model
+
+    from graphmerge.io.vocab import tokenizer_vocab
+
+    a, b = make_model(tmp_path / "a", 1, text=TEXT_A), make_model(tmp_path / "b", 2, text=TEXT_B)
+    va, vb = tokenizer_vocab(a), tokenizer_vocab(b)
+    only_b = sorted(set(vb) - set(va), key=len)[-2:]
+    shared = sorted((set(va) & set(vb)) - {"<unk>", "<s>", "</s>"})[0]
+    donor = sorted(set(vb) - set(va) - set(only_b))[0]
+    text = (
+        f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
+        f"  - model: {b}\n    parameters: {{weight: 1}}\n"
+        "tokenizer:\n  source: union\n  tokens:\n"
+        f"    '{only_b[0]}': {{source: {{kind: model_token, model: {b}, token: '{donor}'}}}}\n"
+        f"    '{shared}': {{source: {{kind: zero}}, force: true}}\n"
+    )
+    out = _run_mergekit_text(tmp_path, text)
+    vout = tokenizer_vocab(tmp_path / "out")
+    tb = _tensors(b)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        configured = (tb[name][vb[donor]] + tb[name][vb[only_b[0]]]) / 2  # a gets b's donor row
+        torch.testing.assert_close(out[name][vout[only_b[0]]], configured, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(out[name][vout[only_b[1]]], tb[name][vb[only_b[1]]], atol=1e-6, rtol=1e-5)
+        assert not out[name][vout[shared]].any()

@@ -421,7 +421,7 @@ class _Converter:
         d = self.data
         if d.get("tokenizer_source") is not None and d.get("tokenizer") is not None:
             raise self.error("give `tokenizer_source` or `tokenizer`, not both", "tokenizer")
-        source, pad = d.get("tokenizer_source"), 1
+        source, pad, tokens = d.get("tokenizer_source"), 1, {}
         key = "tokenizer_source"
         if d.get("tokenizer") is not None:
             t = d["tokenizer"]
@@ -431,12 +431,7 @@ class _Converter:
             for k in t:
                 if k not in ("source", "tokens", "pad_to_multiple_of"):
                     raise self.error(f"unknown key '{k}' under tokenizer", f"tokenizer.{k}")
-            if t.get("tokens"):
-                raise self.error(
-                    "per-token embedding overrides are not supported yet",
-                    "tokenizer.tokens",
-                    "remove `tokens:`; the output vocabulary still comes from `source`",
-                )
+            tokens = self.tokens(t.get("tokens") or {})
             source, pad = t.get("source", "union"), int(t.get("pad_to_multiple_of") or 1)
         if source is None:
             return None
@@ -448,18 +443,48 @@ class _Converter:
             src = "union"
         else:
             src = self.model(source, key)
-        return {"source": src, "base": base, "pad": pad}
+        return {"source": src, "base": base, "pad": pad, "tokens": tokens}
+
+    def tokens(self, raw: Any) -> dict[str, Any]:
+        """mergekit's per-token embedding sources -> align_tokenizer `tokens` entries."""
+        if not isinstance(raw, Mapping):
+            raise self.error("`tokens` must be a mapping of token -> {source, force}", "tokenizer.tokens")
+        out: dict[str, Any] = {}
+        for token, cfg in raw.items():
+            key = f"tokenizer.tokens.{token}"
+            if not isinstance(cfg, Mapping) or set(cfg) - {"source", "force"} or cfg.get("source") is None:
+                raise self.error("each token needs `source:` (and optionally `force:`)", key)
+            src = cfg["source"]
+            entry: dict[str, Any]
+            if isinstance(src, str):
+                entry = {"source": self.model(src, f"{key}.source")}
+            elif isinstance(src, Mapping) and src.get("kind") == "zero":
+                entry = {"source": "zero"}
+            elif isinstance(src, Mapping) and src.get("kind") == "model_token" and src.get("model"):
+                entry = {"source": self.model(src["model"], f"{key}.source.model")}
+                if (src.get("token") is None) == (src.get("token_id") is None):
+                    raise self.error(
+                        "model_token needs exactly one of `token` or `token_id`", f"{key}.source"
+                    )
+                entry.update({k: src[k] for k in ("token", "token_id") if src.get(k) is not None})
+            else:
+                raise self.error(f"unsupported token source {src!r}", f"{key}.source")
+            if cfg.get("force"):
+                entry["force"] = True
+            out[str(token)] = entry
+        return out
 
     def align(self, tok: dict[str, Any]) -> None:
         """Put an align_tokenizer node between the loads and every merge or slice."""
         loads = [n for n, spec in self.nodes.items() if spec.get("op") == "load"]
         align: dict[str, Any] = {"op": "align_tokenizer", "models": loads}
         if tok["base"]:
-            align["base"] = tok["base"]
-            align["fill"] = "base"
+            align["base"] = tok["base"]  # mergekit's fill rule is align_tokenizer's default, `only`
         align["source"] = tok["source"]
         if tok["pad"] > 1:
             align["pad_to_multiple"] = tok["pad"]
+        if tok["tokens"]:
+            align["tokens"] = tok["tokens"]
 
         def rename(v: Any) -> Any:
             if isinstance(v, dict):

@@ -24,6 +24,7 @@ from graphmerge.io.vocab import (
     tokenizer_vocab,
     write_aligned_tokenizer,
 )
+from graphmerge.nodes.token_rows import TokenRow, override_rows
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
@@ -47,6 +48,10 @@ class AlignParams(NodeParams):
         description="rows for tokens a model lacks: only holder, else base, else mean (only) | base | mean | zero",
     )
     pad_to_multiple: int = Field(1, ge=1, description="pad the vocabulary size to a multiple of this")
+    tokens: dict[str, TokenRow] = Field(
+        default_factory=dict,
+        description="per-token rows: TOKEN: {source: MODEL|zero, token|token_id, force} (mergekit's tokens)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AlignParams:
@@ -92,8 +97,9 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
             )
         dirs[ref] = Path(model.tokenizer_dir)
     base = params.base or params.models[0]
+    vocabs = {ref: tokenizer_vocab(d) for ref, d in dirs.items()}
     alignment = build_vocab_alignment(
-        {ref: tokenizer_vocab(d) for ref, d in dirs.items()},
+        vocabs,
         source=params.source,
         base=base,
         pad_to_multiple=params.pad_to_multiple,
@@ -165,6 +171,17 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
                 target=k,
                 fill=params.fill,
             )
+            if params.tokens:
+                tensors[name] = override_rows(
+                    tensors[name],
+                    ref,
+                    params.tokens,
+                    alignment,
+                    vocabs,
+                    lambda o, name=name, ref=ref: vocab_task(
+                        o, name if name in models[o].tensors else _role_equivalent(layouts, ref, o, name)
+                    ),
+                )
         out[ref] = Model(
             config=config,
             tensors=tensors,

@@ -86,16 +86,16 @@ CASES = [
         mentions=("mk.yml", "key 'merge_method'", "arcee_fusion"),
     ),
     Case(
-        "mergekit_per_token_tokens",
+        "mergekit_bad_token_source",
         _file(
             "mk.yml",
             "merge_method: linear\n"
             + MK_MODELS
-            + "tokenizer: {source: union, tokens: {'<x>': {source: base}}}\n",
+            + "tokenizer: {source: union, tokens: {'<x>': {source: {kind: odd}}}}\n",
             "validate",
             "mk.yml",
         ),
-        mentions=("mk.yml", "key 'tokenizer.tokens'"),
+        mentions=("mk.yml", "key 'tokenizer.tokens.<x>.source'"),
     ),
     Case(
         "convert_not_mergekit",
