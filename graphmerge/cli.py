@@ -210,14 +210,8 @@ def _unreachable_hub(exc: BaseException) -> str | None:
     return None
 
 
-COMMANDS = {
-    "run": cmd_run,
-    "validate": cmd_validate,
-    "viz": cmd_viz,
-    "convert": cmd_convert,
-    "nodes": cmd_nodes,
-    "cache": cmd_cache,
-}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
+COMMANDS["convert"] = cmd_convert
 
 
 def main(argv: list[str] | None = None) -> int:

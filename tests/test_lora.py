@@ -180,3 +180,23 @@ def test_bad_adapter_is_one_clear_error(tmp_path, base):
             tmp_path,
             f"  m: {{op: load, path: '{base}+{bad}'}}\n  s: {{op: save, input: m, path: {tmp_path / 'o'}}}\n",
         )
+
+
+def test_mergekit_model_plus_lora_input(tmp_path, base):
+    """mergekit's `model+lora` syntax in a config run directly: the LoRA-merged model, averaged."""
+    adapter = _peft_adapter(base, tmp_path / "adapter", **LORA_SETUPS["plain"])
+    cfg = tmp_path / "mk.yml"
+    cfg.write_text(
+        f"merge_method: linear\nmodels:\n  - model: {base}+{adapter}\n    parameters: {{weight: 3}}\n"
+        f"  - model: {base}\n    parameters: {{weight: 1}}\n"
+    )
+    run_graph(
+        cfg, overrides={"out": str(tmp_path / "o")}, cache_dir=tmp_path / "c", device="cpu", progress=False
+    )
+    ours, lora, plain = (
+        _saved(tmp_path / "o"),
+        _peft_merged(base, adapter),
+        load_file(base / "model.safetensors"),
+    )
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"):
+        torch.testing.assert_close(ours[name], (3 * lora[name] + plain[name]) / 4, rtol=1e-5, atol=1e-6)

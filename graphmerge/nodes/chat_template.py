@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydantic import Field
 from graphmerge.errors import ModelError
 from graphmerge.hashing import digest
 from graphmerge.io.folder import tokenizer_files
+from graphmerge.io.once import write_folder_once
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
@@ -87,26 +87,19 @@ def _with_template(cache_root: Path, source: Path, template: str) -> Path:
         (f.name, f.read_bytes().decode("utf-8", "replace")) for f in files + ([gen] if gen.is_file() else [])
     ]
     out = cache_root / "tokenizers" / digest("chat_template", parts, template)
-    if out.is_dir():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+
+    def fill(tok: Path) -> None:
+        tok.mkdir()
         for f in files + ([gen] if gen.is_file() else []):
             if f.name not in ("chat_template.jinja", "chat_template.json"):
-                shutil.copyfile(f, tmp / f.name)
-        config_file = tmp / "tokenizer_config.json"
+                shutil.copyfile(f, tok / f.name)
+        config_file = tok / "tokenizer_config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         config.pop("chat_template", None)
         config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        (tmp / "chat_template.jinja").write_text(template)
-        tmp.rename(out)
-    except OSError:
-        if not out.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        (tok / "chat_template.jinja").write_text(template)
+
+    return write_folder_once(out, fill)
 
 
 @node("chat_template", version="1", params=ChatTemplateParams, inputs=lambda p: p.refs())

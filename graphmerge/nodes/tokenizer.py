@@ -5,8 +5,6 @@ unchanged on the aligned models (outputs `NODE.MODEL`, one per input model)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -17,6 +15,7 @@ from pydantic import Field, model_validator
 from graphmerge.errors import ModelError
 from graphmerge.hashing import digest
 from graphmerge.io.layout import config_with_vocab
+from graphmerge.io.once import write_folder_once
 from graphmerge.io.vocab import (
     VocabAlignment,
     build_vocab_alignment,
@@ -68,21 +67,13 @@ def _tokenizer_dir(cache_root: Path, key: str, alignment: VocabAlignment, dirs: 
     gen = dirs[alignment.anchor] / "generation_config.json"
     gen_bytes = gen.read_bytes() if gen.is_file() else b""
     out = cache_root / "tokenizers" / digest(key, gen_bytes.decode("utf-8", "replace"))
-    if out.is_dir():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        write_aligned_tokenizer(alignment, dirs, tmp / "tok")
+
+    def fill(tok: Path) -> None:
+        write_aligned_tokenizer(alignment, dirs, tok)
         if gen_bytes:
-            (tmp / "tok" / "generation_config.json").write_bytes(gen_bytes)
-        (tmp / "tok").rename(out)
-    except OSError:
-        if not out.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+            (tok / "generation_config.json").write_bytes(gen_bytes)
+
+    return write_folder_once(out, fill)
 
 
 @node("align_tokenizer", version="1", params=AlignParams, inputs=["models"], outputs=("*",))
