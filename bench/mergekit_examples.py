@@ -8,6 +8,10 @@ directly (`graphmerge run CONFIG.yml`, which converts on the fly) and, where a m
 run with `mergekit-yaml`; the two outputs are compared tensor by tensor. `--dtype float32` rewrites
 the configs' `dtype`/`out_dtype` so that only the methods differ, not the rounding of half-precision
 arithmetic (mergekit computes in `dtype`, graphmerge in float32 and casts at the end).
+
+`--configs bench/mergekit_configs` runs our own configs instead: one per method and per conversion
+rule the examples do not exercise (merged multi-slice gradients, passthrough scale filters, parameter
+fall-back, `model+lora` with a peft adapter stand-in, ...).
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ def model_refs(cfg: dict) -> list[str]:
 def layers_needed(cfg: dict) -> int:
     ends = [s["layer_range"][1] for sl in cfg.get("slices") or [] for s in sl["sources"]]
     return max(ends, default=4)
+
+
+def make_adapter(base: Path, path: Path, seed: int) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+    )
+    get_peft_model(model, lora).save_pretrained(path)
 
 
 def make_standin(path: Path, seed: int, layers: int) -> None:
@@ -70,7 +86,6 @@ def with_standins(cfg: dict, paths: dict[str, str], dtype: str | None) -> dict:
     out = swap(cfg)
     if dtype:
         out["dtype"] = dtype
-        out.pop("out_dtype", None)
     return out
 
 
@@ -91,7 +106,25 @@ def compare(ours: Path, theirs: Path) -> tuple[bool, float, int]:
     return True, worst, len(a)
 
 
-def run_one(name: str, cfg: dict, work: Path, venv: Path | None, dtype: str | None) -> dict:
+def standins(cfg: dict, work: Path) -> dict[str, str]:
+    """A stand-in path for every model reference; `model+lora` gets a peft adapter on its model."""
+    paths: dict[str, str] = {}
+    made: dict[str, str] = {}
+    for ref in model_refs(cfg):
+        parts = ref.split("+")
+        for i, part in enumerate(parts):
+            if part not in made:
+                made[part] = str(work / "models" / f"m{len(made)}")
+                if i == 0:
+                    make_standin(Path(made[part]), len(made), layers_needed(cfg))
+                else:
+                    make_adapter(Path(made[parts[0]]), Path(made[part]), len(made))
+        paths[ref] = "+".join(made[p] for p in parts)
+    return paths
+
+
+def run_one(source: Path, cfg: dict, work: Path, venv: Path | None, dtype: str | None) -> dict:
+    name = source.name
     row: dict = {"config": name}
     conv = subprocess.run(
         [
@@ -99,7 +132,7 @@ def run_one(name: str, cfg: dict, work: Path, venv: Path | None, dtype: str | No
             "-m",
             "graphmerge.cli",
             "convert",
-            str(EXAMPLES / name),
+            str(source),
             "-o",
             str(work / "graph.yaml"),
         ],
@@ -110,10 +143,7 @@ def run_one(name: str, cfg: dict, work: Path, venv: Path | None, dtype: str | No
     row["converts"] = conv.returncode == 0
     if not row["converts"]:
         row["why"] = conv.stderr.strip().splitlines()[-1]
-    paths = {}
-    for seed, ref in enumerate(model_refs(cfg)):
-        paths[ref] = str(work / "models" / f"m{seed}")
-        make_standin(Path(paths[ref]), seed, layers_needed(cfg))
+    paths = standins(cfg, work)
     local = work / name
     local.write_text(yaml.safe_dump(with_standins(cfg, paths, dtype), sort_keys=False))
     if row["converts"]:
@@ -149,6 +179,8 @@ def run_one(name: str, cfg: dict, work: Path, venv: Path | None, dtype: str | No
                 "--no-write-model-card",
                 "--quiet",
                 "--allow-crimes",
+                "--lora-merge-cache",
+                str(work / "lora-cache"),
             ],
             capture_output=True,
             text=True,
@@ -167,12 +199,13 @@ def main() -> int:
     ap.add_argument("--mergekit-venv", type=Path, default=None)
     ap.add_argument("--dtype", choices=["config", "float32"], default="float32")
     ap.add_argument("--tolerance", type=float, default=1e-6, help="max abs difference counted as equal")
+    ap.add_argument("--configs", type=Path, default=EXAMPLES, help="folder of mergekit configs (*.yml)")
     args = ap.parse_args()
     dtype = None if args.dtype == "config" else args.dtype
     rows = []
-    for f in sorted(EXAMPLES.glob("*.yml")):
+    for f in sorted(args.configs.glob("*.yml")):
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run_one(f.name, yaml.safe_load(f.read_text()), Path(tmp), args.mergekit_venv, dtype))
+            rows.append(run_one(f, yaml.safe_load(f.read_text()), Path(tmp), args.mergekit_venv, dtype))
         print(json.dumps(rows[-1]), flush=True)
     n = len(rows)
     conv = sum(r["converts"] for r in rows)
