@@ -343,3 +343,20 @@ def test_per_token_sources_follow_mergekit_rules(tmp_path):
         torch.testing.assert_close(out[name][vout[only_b[0]]], configured, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(out[name][vout[only_b[1]]], tb[name][vb[only_b[1]]], atol=1e-6, rtol=1e-5)
         assert not out[name][vout[shared]].any()
+
+
+def test_slice_head_from_last_in_a_plain_graph(tmp_path, pair):
+    graph = tmp_path / "g.yaml"
+    body = (
+        f"nodes:\n  a: {{op: load, path: {pair['a']}}}\n  b: {{op: load, path: {pair['b']}}}\n"
+        "  s: {op: slice, slices: [{model: a, layers: [0, 2]}, {model: b, layers: [1, 3]}]HEAD}\n"
+        f"  o: {{op: save, input: s, path: {tmp_path / 'out'}}}\n"
+    )
+    a, b = _tensors(pair["a"]), _tensors(pair["b"])
+    for head, want in (("", a), (", head_from: last", b)):
+        graph.write_text(body.replace("HEAD", head))
+        run_graph(graph, cache_dir=tmp_path / "c", device="cpu", progress=False)
+        out = _tensors(tmp_path / "out")
+        assert torch.equal(out["model.embed_tokens.weight"], a["model.embed_tokens.weight"])
+        for name in ("lm_head.weight", "model.norm.weight"):
+            assert torch.equal(out[name], want[name]), (head, name)
