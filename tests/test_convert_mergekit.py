@@ -27,7 +27,7 @@ from graphmerge.spec import load_graph
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "tests" / "data" / "mergekit_examples"
-UNSUPPORTED_EXAMPLES = {"arcee_fusion.yml": "merge_method"}  # no arcee_fusion method in graphmerge
+UNSUPPORTED_EXAMPLES: dict[str, str] = {}  # example -> the key its conversion error names
 
 
 def _convert(text: str, **kw):
@@ -135,10 +135,11 @@ def test_gradient_slerp_example_runs_with_per_filter_gradients(tmp_path, deep):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("example", ["ties.yml", "bio-merge.yml"])
-def test_ties_examples_run(tmp_path, deep, example):
+@pytest.mark.parametrize("example", ["ties.yml", "bio-merge.yml", "arcee_fusion.yml"])
+def test_base_anchored_examples_run(tmp_path, deep, example):
     out = _tensors(_run_example(tmp_path, example, deep))
-    assert set(out) == set(_tensors(deep["orca"])) and all(t.dtype == torch.float16 for t in out.values())
+    dtype = getattr(torch, yaml.safe_load((EXAMPLES / example).read_text())["dtype"])
+    assert set(out) == set(_tensors(deep["orca"])) and all(t.dtype == dtype for t in out.values())
 
 
 @pytest.fixture(scope="module")

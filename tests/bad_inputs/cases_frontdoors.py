@@ -82,8 +82,8 @@ CASES = [
     ),
     Case(
         "mergekit_unknown_method",
-        _file("mk.yml", "merge_method: arcee_fusion\n" + MK_MODELS, "convert", "mk.yml"),
-        mentions=("mk.yml", "key 'merge_method'", "arcee_fusion"),
+        _file("mk.yml", "merge_method: ram\n" + MK_MODELS, "convert", "mk.yml"),
+        mentions=("mk.yml", "key 'merge_method'", "ram"),
     ),
     Case(
         "mergekit_bad_token_source",
