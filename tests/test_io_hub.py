@@ -156,3 +156,32 @@ def test_snapshot_patterns_select_only_what_a_merge_reads():
     got = set(filter_repo_objects(files, allow_patterns=COMMON_FILES + SAFETENSORS, ignore_patterns=["*/*"]))
     assert got == wanted
     assert "pytorch_model.bin" in set(filter_repo_objects(files, allow_patterns=COMMON_FILES + PICKLED))
+
+
+FETCHER = '''
+import requests
+from huggingface_hub.errors import OfflineModeIsEnabled
+from graphmerge import NodeParams, node
+
+
+class P(NodeParams):
+    kind: str
+
+
+@node("fetch_dataset", version="1", params=P)
+def fetch(ctx, params, inputs):
+    """Stands in for lm-eval loading a dataset from the hub."""
+    if params.kind == "offline":
+        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/datasets/x: offline mode is enabled.")
+    raise requests.ConnectionError("Max retries exceeded with url: /api/datasets/x")
+'''
+
+
+@pytest.mark.parametrize("kind, says", [("offline", "unset HF_HUB_OFFLINE"), ("network", "HF_HUB_OFFLINE=1")])
+def test_unreachable_data_is_one_error_line_saying_what_to_set(tmp_path, kind, says):
+    (tmp_path / "plugin.py").write_text(FETCHER)
+    (tmp_path / "g.yaml").write_text(f"nodes:\n  d: {{op: fetch_dataset, kind: {kind}}}\n")
+    done = _cli(["run", "g.yaml", "--plugin", "plugin.py", "--no-progress", "--cache-dir", "c"], tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert says in lines[0] and "Traceback" not in done.stderr
