@@ -35,7 +35,6 @@ TOP_KEYS = (
     "tokenizer",
     "chat_template",
     "parameters",
-    "name",
 )
 # Keys of mergekit's schema that have no graphmerge equivalent yet, with the reason.
 UNSUPPORTED = {
@@ -254,7 +253,9 @@ class _Converter:
         for key in d:
             if key in UNSUPPORTED:
                 raise self.error(f"mergekit key '{key}' is not supported", key, UNSUPPORTED[key])
-            if key not in TOP_KEYS:
+            if key == "name":  # mergekit-multi's document name; a single merge has no use for it
+                self.warnings.append(f"{self.where}: key 'name' is ignored")
+            elif key not in TOP_KEYS:
                 raise self.error(
                     f"unknown mergekit key '{key}'", key, f"mergekit configs take {', '.join(TOP_KEYS)}"
                 )
