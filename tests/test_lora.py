@@ -134,6 +134,16 @@ def test_extract_lora_exact_rank_roundtrips_through_peft(tmp_path, base):
     )
     cfg = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert cfg["r"] == 2 and cfg["modules_to_save"] == ["lm_head"] and len(cfg["target_modules"]) == 14
+    written = (tmp_path / "ad" / "adapter_model.safetensors").stat().st_mtime_ns
+    graph = tmp_path / "g.yaml"
+    again = run_graph(graph, cache_dir=tmp_path / "cache", device="cpu", progress=False)
+    assert (tmp_path / "ad" / "adapter_model.safetensors").stat().st_mtime_ns == written  # up to date
+    assert again.values["x"]["modules"] == 14 and not again.stats.outputs
+    graph.write_text(graph.read_text().replace("rank: 2", "rank: 3"))
+    run_graph(graph, cache_dir=tmp_path / "cache", device="cpu", progress=False)
+    assert json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["r"] == 3
+    graph.write_text(graph.read_text().replace("rank: 3", "rank: 2"))
+    run_graph(graph, cache_dir=tmp_path / "cache", device="cpu", progress=False)
     merged, want = _peft_merged(base, tmp_path / "ad"), load_file(tuned / "model.safetensors")
     for name, t in want.items():
         torch.testing.assert_close(merged[name], t, rtol=1e-4, atol=1e-5, msg=name)

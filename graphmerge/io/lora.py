@@ -183,6 +183,7 @@ def write_adapter(
     whole: dict[str, torch.Tensor],
     base_model: str | None,
     dtype: torch.dtype | None,
+    extra_files: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Write a PEFT LoRA adapter folder atomically: `factors` maps module name -> (A, B) with
     scale 1 (alpha = rank per module), `whole` maps module name -> weight saved whole
@@ -233,6 +234,8 @@ def write_adapter(
             metadata={"format": "pt"},
         )
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)

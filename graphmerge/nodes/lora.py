@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -10,11 +11,22 @@ import torch
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
-from graphmerge.io.lora import Adapter, apply_delta, low_rank, read_adapter_tensor, write_adapter
+from graphmerge.hashing import digest
+from graphmerge.io.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    Adapter,
+    apply_delta,
+    low_rank,
+    read_adapter_tensor,
+    write_adapter,
+)
 from graphmerge.nodes.parameters import filter_matches
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
 from graphmerge.registry import node, tensor_op
+
+STAMP_FILE = "graphmerge.json"
 
 
 @tensor_op("read_adapter", version="1", cached=False)
@@ -108,10 +120,23 @@ class ExtractLoraParams(NodeParams):
         return self
 
 
+def _up_to_date(out: Path, stamp: str) -> bool:
+    """The folder was written from these very models and settings, and its files are still there."""
+    try:
+        same = json.loads((out / STAMP_FILE).read_text()).get("stamp") == stamp
+    except (OSError, ValueError):
+        return False
+    return same and (out / ADAPTER_WEIGHTS).is_file() and (out / ADAPTER_CONFIG).is_file()
+
+
 @node("extract_lora", version="1", params=ExtractLoraParams, inputs=["model", "base"], effectful=True)
 def extract_lora_node(ctx, params: ExtractLoraParams, inputs: Mapping[str, Model]) -> dict:
     """Write a PEFT LoRA adapter approximating model - base by truncated SVD, per target weight."""
     model, base = inputs[params.model], inputs[params.base]
+    stamp = digest(model.key, base.key, params.model_dump(mode="json", exclude={"path"}))
+    if _up_to_date(params.path, stamp):
+        ctx.log(f"extract_lora: {params.path} is up to date")
+        return json.loads((params.path / STAMP_FILE).read_text())["result"]
     layout = model.layout
     whole_names = [f"{m}.weight" for m in params.modules_to_save]
     for name in whole_names:
@@ -167,20 +192,23 @@ def extract_lora_node(ctx, params: ExtractLoraParams, inputs: Mapping[str, Model
             "add them to modules_to_save or targets"
         )
     source = base.source_dir
-    ranks = write_adapter(
-        params.path,
-        factors,
-        whole,
-        str(source) if source else None,
-        getattr(torch, params.dtype) if params.dtype else None,
-    )
-    ctx.stats.outputs.append(str(params.path))
-    ctx.log(
-        f"extract_lora: wrote {params.path} ({len(ranks)} modules, ranks {min(ranks.values(), default=0)}-{max(ranks.values(), default=0)})"
-    )
-    return {
+    ranks = {m: int(a.shape[0]) for m, (a, _b) in factors.items()}
+    result = {
         "path": str(params.path),
         "modules": len(ranks),
         "max_rank": max(ranks.values(), default=0),
         "skipped": others,
     }
+    write_adapter(
+        params.path,
+        factors,
+        whole,
+        str(source) if source else None,
+        getattr(torch, params.dtype) if params.dtype else None,
+        extra_files={STAMP_FILE: json.dumps({"stamp": stamp, "result": result}, indent=2)},
+    )
+    ctx.stats.outputs.append(str(params.path))
+    ctx.log(
+        f"extract_lora: wrote {params.path} ({len(ranks)} modules, ranks {min(ranks.values(), default=0)}-{max(ranks.values(), default=0)})"
+    )
+    return result
