@@ -16,9 +16,7 @@ EXIT_USER_ERROR = 2
 
 
 def _offline_env() -> None:
-    # Every model and dataset is local: never let transformers / datasets / lm-eval reach a hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # Offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) is the user's choice, never forced here.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -75,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(viz)
 
+    conv = sub.add_parser("convert", help="write the graph equivalent to a mergekit YAML config")
+    conv.add_argument("config", type=Path, help="mergekit YAML config")
+    conv.add_argument("-o", "--output", type=Path, default=None, help="graph file to write (default: stdout)")
+    conv.add_argument(
+        "--out", default=None, help="output model folder the graph saves to (default: out/NAME)"
+    )
+    _add_common(conv)
+
     nodes = sub.add_parser("nodes", help="list node types and merge methods with their parameters")
     _add_common(nodes)
 
@@ -124,9 +130,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from graphmerge.io.remote_code import code_warnings
+    from graphmerge.nodes.io import check_load_paths
     from graphmerge.spec import load_graph, parse_set_overrides
 
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    check_load_paths(graph)
     loads = {n: Path(str(s.params.path)) for n, s in graph.nodes.items() if s.op == "load"}
     for line in code_warnings(loads, args.trust_remote_code or graph.trust_remote_code):
         print(f"warning: {line}", file=sys.stderr)
@@ -150,6 +158,13 @@ def cmd_viz(args: argparse.Namespace) -> int:
         sys.stdout.write(text_or_bytes)
     if args.output is not None:
         print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from graphmerge.convert.cli import convert_file
+
+    convert_file(args.config, args.output, args.out)
     return 0
 
 
@@ -201,7 +216,24 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unreachable_hub(exc: BaseException) -> str | None:
+    """A one-line answer for data that could not be fetched (lm-eval datasets, hub files)."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    if names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError"}:
+        return (
+            f"{exc} (offline mode is on or the data is not cached: unset HF_HUB_OFFLINE and "
+            "HF_DATASETS_OFFLINE to download it, or set HF_HOME to a cache that has it)"
+        ).replace("\n", " ")
+    if names & {"ConnectionError", "ConnectTimeout", "ConnectError", "MaxRetryError", "NameResolutionError"}:
+        return (
+            f"cannot reach the Hugging Face Hub: {type(exc).__name__} (set HF_HUB_OFFLINE=1 and "
+            "HF_DATASETS_OFFLINE=1 to use only cached data, or check the network and HF_ENDPOINT)"
+        )
+    return None
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
+COMMANDS["convert"] = cmd_convert
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished work is cached; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: short by default, full with --debug
+        unreachable = _unreachable_hub(exc)
+        if unreachable and not args.debug:
+            print(f"error: {unreachable}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if args.debug:
             traceback.print_exc()
         else:

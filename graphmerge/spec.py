@@ -212,7 +212,23 @@ def load_graph(
         _collect_lines(composed, (), lines)
     if not isinstance(data, dict):
         raise SpecError("a graph must be a mapping with a `nodes:` key", where=loc)
+    from graphmerge.convert.mergekit import is_mergekit_config
+
+    if is_mergekit_config(data):
+        data, text, lines = _from_mergekit(data, loc, graph_dir, file)
     return build_graph(data, file=file, graph_dir=graph_dir, text=text, lines=lines, overrides=overrides)
+
+
+def _from_mergekit(data: dict, loc: str, graph_dir: Path, file: Path | None) -> tuple[dict, str, dict]:
+    import sys
+
+    from graphmerge.convert.mergekit import convert_mergekit
+
+    out = f"out/{file.stem if file else 'merged'}"
+    conv = convert_mergekit(data, where=loc, graph_dir=graph_dir, out=out)
+    for warning in conv.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return conv.graph, conv.to_yaml(loc), {}
 
 
 def build_graph(

@@ -1,6 +1,7 @@
 """Importing this module registers every built-in merge method (the registry imports it lazily)."""
 
 from graphmerge.methods import (  # noqa: F401
+    arcee_fusion,
     karcher,
     linear,
     model_stock,

@@ -11,7 +11,7 @@ from typing import Literal
 import xxhash
 from pydantic import Field
 
-from graphmerge.errors import GraphmergeError
+from graphmerge.errors import GraphmergeError, ModelError
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
@@ -68,13 +68,67 @@ def _tokenizer_key(files: list[Path]) -> str:
 
 
 class LoadParams(NodeParams):
-    path: Path = Field(description="Hugging Face model folder (config.json + safetensors or .bin)")
+    path: str = Field(
+        description="model folder (relative to the graph), hub id org/name[@revision] or hf://..., "
+        "a PEFT LoRA adapter folder, or MODEL+ADAPTER"
+    )
+
+
+def _model_source(path: str, graph_dir: Path, *, download: bool = True) -> tuple[Path, Path | None]:
+    """(model folder, LoRA adapter folder or None) for a `load` path."""
+    from graphmerge.io.hub import locate_model
+    from graphmerge.io.lora import ADAPTER_CONFIG, is_adapter_folder
+
+    whole = locate_model(path, graph_dir, download=download)
+    if "+" in path and not whole.exists():
+        model_ref, adapter_ref = path.rsplit("+", 1)
+        return (
+            locate_model(model_ref, graph_dir, download=download),
+            locate_model(adapter_ref, graph_dir, download=download),
+        )
+    if is_adapter_folder(whole):
+        base = json.loads((whole / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ModelError(
+                f"adapter {whole} names no base model (base_model_name_or_path)",
+                fix="load it as MODEL+ADAPTER",
+            )
+        return locate_model(base, graph_dir, download=download), whole
+    return whole, None
+
+
+def check_load_paths(graph) -> None:
+    """Every `load` path exists locally or, offline, in the hub cache (nothing is downloaded)."""
+    from graphmerge.io.hub import NotCached
+
+    for name, spec in graph.nodes.items():
+        if spec.op != "load" or "${" in spec.params.path:
+            continue
+        try:
+            for found in _model_source(spec.params.path, graph.dir, download=False):
+                if found is not None and not found.exists():
+                    raise ModelError(f"model folder {found} not found", fix="check the path")
+        except NotCached:
+            continue  # `run` downloads it
+        except ModelError as exc:
+            raise ModelError(exc.what, where=graph.where(name, "path"), fix=exc.fix) from None
 
 
 @node("load", version="1", params=LoadParams)
 def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
     """A model folder; tensors are read lazily, one at a time, when something needs them."""
-    folder = open_folder(params.path)
+    model_dir, adapter_dir = _model_source(params.path, ctx.graph.dir)
+    model = _load_folder(ctx, model_dir)
+    if adapter_dir is None:
+        return model
+    from graphmerge.io.lora import open_adapter
+    from graphmerge.nodes.lora import with_adapter
+
+    return with_adapter(model, open_adapter(adapter_dir))
+
+
+def _load_folder(ctx: RunContext, path: Path) -> Model:
+    folder = open_folder(path)
     _LOAD_NODES[str(folder.path)] = ctx.node_name
     digests = folder.tensor_digests(memo=ctx.cache.digests)
     tasks = {}

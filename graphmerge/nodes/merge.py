@@ -35,6 +35,9 @@ class MergeSpec(NodeParams):
     allow_nonfinite: bool = Field(
         False, description="keep NaN/Inf the method produces from finite inputs (default: an error)"
     )
+    head_position: float = Field(
+        1.0, ge=0.0, le=1.0, description="gradient position of the final norm and LM head (mergekit: 0)"
+    )
 
     @field_validator("method")
     @classmethod
@@ -182,7 +185,10 @@ def plan_merge(
             )
         layer = layout.layer_of(name)
         position = depth_position(
-            layer, layout.num_layers, "embed" if layout.role(name) == "embedding" else "other"
+            layer,
+            layout.num_layers,
+            "embed" if layout.role(name) == "embedding" else "other",
+            spec.head_position,
         )
         per_model = [
             _fill(

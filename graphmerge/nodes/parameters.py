@@ -82,8 +82,19 @@ def resolve_params(
     return out
 
 
-def depth_position(layer: int | None, num_layers: int, role: str) -> float:
+def depth_position(layer: int | None, num_layers: int, role: str, head_position: float = 1.0) -> float:
     """Where a tensor sits on the 0..1 depth axis used by gradients."""
     if layer is not None:
         return layer / (num_layers - 1) if num_layers > 1 else 0.0
-    return 0.0 if role == "embed" else 1.0
+    return 0.0 if role == "embed" else head_position
+
+
+def at_position(value: ParamValue, position: float) -> ParamValue:
+    """`value` with every gradient replaced by its value at `position`; filters are kept. Used
+    where the position comes from elsewhere than the tensor's own layer (mergekit slices)."""
+    if isinstance(value, list) and value:
+        if all(isinstance(v, dict) for v in value):
+            return [{**e, "value": at_position(e["value"], position)} if "value" in e else e for e in value]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return interpolate([float(v) for v in value], position)
+    return value

@@ -7,7 +7,7 @@ Only renaming happens here: a copied layer's tensors are the very same tasks as 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,7 @@ from graphmerge.errors import ModelError
 from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers, scale_branch_output
 from graphmerge.lazy import torch
 from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
+from graphmerge.nodes.parameters import at_position
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
 from graphmerge.registry import node, tensor_op
@@ -53,9 +54,21 @@ class SliceParams(NodeParams):
     embed_from: str | None = Field(
         None, description="model giving embeddings, final norm and head (default: the first slice's model)"
     )
+    head_from: str | None = Field(
+        None,
+        description="model giving the final norm and LM head (default: embed_from's); "
+        "`last` = the last slice's model, as mergekit",
+    )
+    gradients: Literal["model", "slice"] = Field(
+        "model",
+        description="gradient positions in merged slices: over the source model's depth, or over "
+        "each slice's own layers (mergekit)",
+    )
 
     def refs(self) -> list[str]:
         refs = [self.embed_from] if self.embed_from else []
+        if self.head_from not in (None, "last"):
+            refs.append(self.head_from)
         for s in self.slices:
             refs += s.refs()
         return list(dict.fromkeys(refs))
@@ -123,6 +136,27 @@ def stack_layers(
     )
 
 
+def _with_head(model: Model, head: Model) -> Model:
+    """`model` with the final norm and LM head tensors of `head` (mergekit's slice stacks)."""
+    layout = model.layout
+    tensors = dict(model.tensors)
+    for name in model.tensors:
+        if layout.layer_of(name) is None and layout.role(name) in ("final_norm", "lm_head"):
+            if name not in head.tensors:
+                raise ModelError(f"tensor {name} is missing from the model giving the head")
+            tensors[name] = head.tensors[name]
+    return model.with_tensors(tensors)
+
+
+def _spec_at(spec: MergeSpec, position: float) -> MergeSpec:
+    models = {
+        ref: {k: at_position(v, position) for k, v in (vals or {}).items()}
+        for ref, vals in spec.models.items()
+    }
+    params = {k: at_position(v, position) for k, v in spec.params.items()}
+    return spec.model_copy(update={"models": models, "params": params})
+
+
 def _check_scale(model: Model, ref: str, layer: int, scale: float) -> None:
     if scale != 1.0 and not model.layout.residual_output_projections(layer):
         # Silently ignoring the scale would produce a model that differs from what was asked for.
@@ -170,13 +204,20 @@ def slice_node(ctx, params: SliceParams, inputs: Mapping[str, Model]) -> Model:
             for ref in refs:
                 _check_range(inputs[ref], ref, entry.layers)
             source = inputs[refs[0]]
-            for i in range(*entry.layers):
+            start, end = entry.layers
+            for i in range(start, end):
                 _check_scale(source, refs[0], i, entry.scale)
                 names = list(source.layout.layer_tensors(i))
+                if params.gradients == "slice":
+                    # mergekit: t runs 0..1 over the slice's own layers (t = 1 for a one-layer slice).
+                    spec = _spec_at(entry.merge, (i - start) / (end - start - 1) if end - start > 1 else 1.0)
                 merged = plan_merge(spec, inputs, graph_seed=ctx.seed, where=f"slices[{k}]", names=names)
                 layers.append((source, i, {n: _scaled(t, n, source, entry.scale) for n, t in merged.items()}))
             described.append(f"{describe(spec)}[{entry.layers[0]}:{entry.layers[1]}]")
     history = tuple(dict.fromkeys(p for ref in params.refs() for p in inputs[ref].provenance))
+    if params.head_from is not None:
+        head = inputs[params.slices[-1].refs()[0] if params.head_from == "last" else params.head_from]
+        reference = _with_head(reference, head)
     return stack_layers(reference, layers, f"slice({', '.join(described)})", history)
 
 

@@ -5,8 +5,6 @@ unchanged on the aligned models (outputs `NODE.MODEL`, one per input model)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -16,6 +14,7 @@ from pydantic import Field, model_validator
 from graphmerge.errors import ModelError
 from graphmerge.hashing import digest
 from graphmerge.io.layout import config_with_vocab
+from graphmerge.io.once import write_folder_once
 from graphmerge.io.vocab import (
     VocabAlignment,
     build_vocab_alignment,
@@ -24,6 +23,7 @@ from graphmerge.io.vocab import (
     write_aligned_tokenizer,
 )
 from graphmerge.lazy import torch
+from graphmerge.nodes.token_rows import TokenRow, override_rows
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
@@ -47,6 +47,10 @@ class AlignParams(NodeParams):
         description="rows for tokens a model lacks: only holder, else base, else mean (only) | base | mean | zero",
     )
     pad_to_multiple: int = Field(1, ge=1, description="pad the vocabulary size to a multiple of this")
+    tokens: dict[str, TokenRow] = Field(
+        default_factory=dict,
+        description="per-token rows: TOKEN: {source: MODEL|zero, token|token_id, force} (mergekit's tokens)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AlignParams:
@@ -63,21 +67,13 @@ def _tokenizer_dir(cache_root: Path, key: str, alignment: VocabAlignment, dirs: 
     gen = dirs[alignment.anchor] / "generation_config.json"
     gen_bytes = gen.read_bytes() if gen.is_file() else b""
     out = cache_root / "tokenizers" / digest(key, gen_bytes.decode("utf-8", "replace"))
-    if out.is_dir():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        write_aligned_tokenizer(alignment, dirs, tmp / "tok")
+
+    def fill(tok: Path) -> None:
+        write_aligned_tokenizer(alignment, dirs, tok)
         if gen_bytes:
-            (tmp / "tok" / "generation_config.json").write_bytes(gen_bytes)
-        (tmp / "tok").rename(out)
-    except OSError:
-        if not out.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+            (tok / "generation_config.json").write_bytes(gen_bytes)
+
+    return write_folder_once(out, fill)
 
 
 @node("align_tokenizer", version="1", params=AlignParams, inputs=["models"], outputs=("*",))
@@ -92,8 +88,9 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
             )
         dirs[ref] = Path(model.tokenizer_dir)
     base = params.base or params.models[0]
+    vocabs = {ref: tokenizer_vocab(d, ctx.trust_remote_code) for ref, d in dirs.items()}
     alignment = build_vocab_alignment(
-        {ref: tokenizer_vocab(d, ctx.trust_remote_code) for ref, d in dirs.items()},
+        vocabs,
         source=params.source,
         base=base,
         pad_to_multiple=params.pad_to_multiple,
@@ -165,6 +162,17 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
                 target=k,
                 fill=params.fill,
             )
+            if params.tokens:
+                tensors[name] = override_rows(
+                    tensors[name],
+                    ref,
+                    params.tokens,
+                    alignment,
+                    vocabs,
+                    lambda o, name=name, ref=ref: vocab_task(
+                        o, name if name in models[o].tensors else _role_equivalent(layouts, ref, o, name)
+                    ),
+                )
         out[ref] = Model(
             config=config,
             tensors=tensors,

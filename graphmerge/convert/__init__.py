@@ -1,0 +1,1 @@
+"""Importers that turn other tools' merge configs into graphmerge graphs."""
