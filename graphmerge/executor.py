@@ -28,6 +28,8 @@ class RunStats:
     evaluations_run: int = 0
     evaluations_cached: int = 0
     nodes_cached: int = 0
+    statistics_computed: int = 0  # calibration statistics (Gram matrices, Fisher diagonals)
+    statistics_cached: int = 0
     outputs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class RunResult:
             "tensors_read": s.tensors_read,
             "evaluations": {"run": s.evaluations_run, "cached": s.evaluations_cached},
             "nodes_cached": s.nodes_cached,
+            "statistics": {"computed": s.statistics_computed, "cached": s.statistics_cached},
             "outputs": s.outputs,
             "seconds": round(self.seconds, 3),
         }

@@ -27,6 +27,9 @@ class MergeSpec(NodeParams):
     params: dict[str, Any] = Field(default_factory=dict, description="global method parameters")
     dtype: DType | None = Field(None, description="output dtype (default: the base's or first model's)")
     seed: int | None = Field(None, description="seed for stochastic methods (default: the graph's seed)")
+    statistics: str | None = Field(
+        None, description="statistics node (kind gram for regmean, fisher for fisher) of the models"
+    )
 
     @field_validator("method")
     @classmethod
@@ -60,6 +63,12 @@ class MergeSpec(NodeParams):
                 raise ValueError(
                     f"params: method {self.method} has no global parameter '{key}' (known: {known})"
                 )
+        if method.statistics and self.statistics is None:
+            raise ValueError(
+                f"method {self.method} needs `statistics:` (a statistics node with kind: {method.statistics})"
+            )
+        if self.statistics is not None and not method.statistics:
+            raise ValueError(f"method {self.method} takes no `statistics:`")
         if method.base == "required" and self.base is None:
             raise ValueError(f"method {self.method} needs a `base` model")
         if method.base == "none" and self.base is not None:
@@ -82,6 +91,10 @@ class MergeSpec(NodeParams):
         refs = [self.base] if self.base else []
         return refs + [r for r in self.models if r != self.base]
 
+    def input_refs(self) -> list[str]:
+        """The models and the statistics node: everything the node reads."""
+        return self.refs() + ([self.statistics] if self.statistics else [])
+
 
 @tensor_op("merge", version="1")
 def merge_tensor(
@@ -93,16 +106,22 @@ def merge_tensor(
     has_base: bool,
     seed: int,
     out_dtype: str,
+    statistics: int = 0,
 ) -> torch.Tensor:
     m = get_method(method)
-    as_float = [t.to(torch.float32) for t in tensors]
+    # Inputs: [base], models, then one statistic per model when the tensor has them.
+    stats = [t.to(torch.float32) for t in tensors[len(tensors) - statistics :]] if statistics else []
+    as_float = [t.to(torch.float32) for t in tensors[: len(tensors) - statistics]]
     base = as_float[0] if has_base else None
     models = as_float[1:] if has_base else as_float
     generator = None
     if m.stochastic:
         generator = torch.Generator(device=models[0].device)
         generator.manual_seed(seed)
-    out = m.fn(models, base, model_params, params, generator)
+    if m.statistics:
+        out = m.fn(models, base, model_params, params, generator, statistics=stats)
+    else:
+        out = m.fn(models, base, model_params, params, generator)
     return out.to(getattr(torch, out_dtype))
 
 
@@ -143,6 +162,9 @@ def plan_merge(
     reference = models[base_ref] if base_ref else models[model_refs[0]]
     layout = reference.layout
     seed = spec.seed if spec.seed is not None else graph_seed
+    stats = []
+    if spec.statistics is not None:
+        stats = _statistics_of(spec, models, model_refs, method, where)
     out: dict[str, TensorTask] = {}
     for name in names if names is not None else list(reference.tensors):
         where_t = f"{where}: tensor {name}"
@@ -180,9 +202,12 @@ def plan_merge(
             method.global_params, resolve_params(spec.params, name, position, "params"), where_t
         )
         dtype = spec.dtype or inputs[0].dtype or "float32"
+        # A tensor gets statistics only when every model has one (RegMean: linear weights only).
+        tensor_stats = [s.get(name) for s in stats]
+        with_stats = {"statistics": len(stats)} if stats and all(tensor_stats) else {}
         out[name] = make_task(
             "merge",
-            inputs,
+            inputs + (tensor_stats if with_stats else []),
             shape=inputs[0].shape,
             dtype=dtype,
             method=method.name,
@@ -192,15 +217,37 @@ def plan_merge(
             has_base=base_ref is not None,
             seed=int(digest(seed, name)[:8], 16) if method.stochastic else 0,
             out_dtype=dtype,
+            **with_stats,
         )
     return out
+
+
+def _statistics_of(
+    spec: MergeSpec, values: Mapping[str, Any], model_refs: list[str], method: MergeMethod, where: str
+) -> list[Mapping[str, TensorTask]]:
+    """Per model (in `models` order), its statistics by tensor name."""
+    from graphmerge.nodes.statistics import Statistics
+
+    value = values[spec.statistics]  # type: ignore[index]
+    if not isinstance(value, Statistics):
+        raise MergeError(
+            f"`statistics: {spec.statistics}` is not a statistics node", where=where, fix="use op: statistics"
+        )
+    if value.kind != method.statistics:
+        raise MergeError(
+            f"{method.name} needs statistics of kind {method.statistics}, node '{spec.statistics}' "
+            f"computes {value.kind}",
+            where=where,
+            fix=f"set kind: {method.statistics} on the statistics node",
+        )
+    return [value.for_model(values[ref], ref, where) for ref in model_refs]
 
 
 def describe(spec: MergeSpec) -> str:
     return f"{spec.method}({', '.join(spec.refs())})"
 
 
-@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.refs())
+@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.input_refs())
 def merge_node(ctx, params: MergeSpec, inputs: Mapping[str, Model]) -> Model:
     """Merge models tensor by tensor with a registered merge method."""
     tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")

@@ -1,0 +1,35 @@
+"""Pieces shared by the subspace methods (TSV-M, Iso-C, Iso-CTS, WUDI): task vectors, the polar
+(orthogonal Procrustes) factor, and the fallback for tensors that are not matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from graphmerge.methods._common import check_shapes, require_base
+
+
+def task_vectors(
+    method: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None
+) -> list[torch.Tensor]:
+    base = require_base(method, base)
+    check_shapes(method, tensors, base)
+    return [t - base for t in tensors]
+
+
+def is_matrix(t: torch.Tensor) -> bool:
+    """The papers apply their subspace step to 2-D weights only; norms, biases and scalars fall back."""
+    return t.dim() == 2 and min(t.shape) > 1
+
+
+def mean_vector(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fallback for non-matrix tensors, as in the reference code: task arithmetic with weights 1/T."""
+    return torch.stack(list(deltas)).mean(dim=0)
+
+
+def polar(a: torch.Tensor) -> torch.Tensor:
+    """The orthogonal factor U V^T of a = U S V^T: the nearest matrix with orthonormal columns (or
+    rows), i.e. the orthogonal Procrustes solution the TSV and Iso-CTS papers use to decorrelate."""
+    u, _, vh = torch.linalg.svd(a, full_matrices=False)
+    return u @ vh
