@@ -35,6 +35,8 @@ def split_rank(full_rank: int, n_tasks: int, common_fraction: float) -> tuple[in
     divides evenly among the tasks."""
     common = int(full_rank * common_fraction)
     specific_total = round((full_rank - common) / n_tasks) * n_tasks
+    if specific_total > full_rank:  # rounding up past the rank (the reference code would fail here)
+        specific_total -= n_tasks
     common = full_rank - specific_total
     return common, (full_rank - common) // n_tasks
 

@@ -31,16 +31,19 @@ def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> t
         return mean_vector(deltas)
     stacked = torch.stack(list(deltas))  # (T, m, n)
     norms = stacked.flatten(1).square().sum(dim=1).clamp_min(torch.finfo(stacked.dtype).tiny)
-    # ||D tau_i^T||^2 = <D^T D, tau_i^T tau_i> (n x n) = <D D^T, ...> rows form (m x m): both equal the
-    # paper's loss; the form over the narrower side is the cheaper one.
+    # ||D tau_i^T||^2 = tr(D^T D tau_i^T tau_i): for tall matrices the n x n form is the cheaper one.
     wide = stacked.shape[1] <= stacked.shape[2]
+    right_grams = None if wide else stacked.transpose(1, 2) @ stacked
     with torch.enable_grad():
         merged = torch.nn.Parameter(stacked.sum(dim=0).clone())
         opt = torch.optim.Adam([merged], lr=lr)
         for _ in range(steps):
             disturb = merged.unsqueeze(0) - stacked
-            inner = disturb @ stacked.transpose(1, 2) if wide else disturb.transpose(1, 2) @ stacked
-            loss = (inner.square().flatten(1).sum(dim=1) / norms).sum()
+            if right_grams is None:
+                per_task = (disturb @ stacked.transpose(1, 2)).square().flatten(1).sum(dim=1)
+            else:
+                per_task = ((disturb.transpose(1, 2) @ disturb) * right_grams).flatten(1).sum(dim=1)
+            loss = (per_task / norms).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
