@@ -67,8 +67,6 @@ class MergeSpec(NodeParams):
             raise ValueError(
                 f"method {self.method} needs `statistics:` (a statistics node with kind: {method.statistics})"
             )
-        if self.statistics is not None and not method.statistics:
-            raise ValueError(f"method {self.method} takes no `statistics:`")
         if method.base == "required" and self.base is None:
             raise ValueError(f"method {self.method} needs a `base` model")
         if method.base == "none" and self.base is not None:
@@ -163,7 +161,7 @@ def plan_merge(
     layout = reference.layout
     seed = spec.seed if spec.seed is not None else graph_seed
     stats = []
-    if spec.statistics is not None:
+    if spec.statistics is not None and method.statistics:  # others ignore it (one search template)
         stats = _statistics_of(spec, models, model_refs, method, where)
     out: dict[str, TensorTask] = {}
     for name in names if names is not None else list(reference.tensors):
