@@ -110,3 +110,39 @@ def test_one_lfs_configuration_with_regmean_and_tsv_runs(tmp_path):
     second = run_graph(path, cache_dir=tmp_path / "c", progress=False)
     assert second.stats.statistics_computed == 0 and second.stats.statistics_cached >= 2 * 17
     assert second.stats.tasks_executed == 0
+
+
+def test_explicit_space_template_with_conditional_method_parameters():
+    from graphmerge.search import build_space, substitute_params
+
+    space = build_space(
+        {
+            "params": {
+                "method": {"type": "categorical", "choices": ["tsv_m", "regmean"]},
+                "lam": {"type": "float", "low": 0.1, "high": 1.0},
+                "alpha": {"type": "float", "low": 0.0, "high": 1.0},
+            },
+            "conditions": [
+                {"child": "lam", "parent": "method", "equals": "tsv_m"},
+                {"child": "alpha", "parent": "method", "equals": "regmean"},
+            ],
+        },
+        seed=0,
+        where="space",
+    )
+    template = {
+        "stats": {"op": "statistics", "kind": "gram", "models": MODELS, "calibration": CALIBRATION},
+        "model": {
+            "op": "merge",
+            "method": "${params.method}",
+            "base": "base",
+            "statistics": "stats",  # methods that read no statistics ignore it
+            "models": {m: {} for m in MODELS},
+            "params": {"lambda": "${params.lam}", "alpha": "${params.alpha}"},
+        },
+    }
+    outer = {m: {"op": "load", "path": str(REPO / "models" / "tiny" / m)} for m in ("base", *MODELS)}
+    for method, params in (("tsv_m", {"lam": 0.3}), ("regmean", {"alpha": 0.5})):
+        nodes = substitute_params(template, {"method": method, **params}, None, known=list(space))
+        assert set(nodes["model"]["params"]) == {"lambda" if method == "tsv_m" else "alpha"}
+        build_graph({"nodes": {**outer, **nodes}}, graph_dir=REPO)
