@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from graphmerge.methods._common import check_shapes, require_base
+from graphmerge.methods._common import check_shapes, number, require_base
+from graphmerge.methods.registry import ParamSpec, merge_method
+
+LAMBDA = ParamSpec(1.0, float, doc="scale of the merged task vector")
+TaskVectorMerge = Callable[[str, list[torch.Tensor], Mapping[str, Any]], torch.Tensor]
 
 
 def task_vectors(
@@ -33,3 +38,32 @@ def polar(a: torch.Tensor) -> torch.Tensor:
     rows), i.e. the orthogonal Procrustes solution the TSV and Iso-CTS papers use to decorrelate."""
     u, _, vh = torch.linalg.svd(a, full_matrices=False)
     return u @ vh
+
+
+def task_vector_method(
+    name: str, *, version: str, global_params: Mapping[str, ParamSpec], doc: str
+) -> Callable[[TaskVectorMerge], TaskVectorMerge]:
+    """Register `merge(name, task_vectors, params) -> merged task vector` as the merge method `name`
+    computing base + lambda * merged (every subspace method has this outer shape)."""
+
+    def register(merge: TaskVectorMerge) -> TaskVectorMerge:
+        def fn(
+            tensors: Sequence[torch.Tensor],
+            base: torch.Tensor | None,
+            model_params: Sequence[Mapping[str, Any]],
+            params: Mapping[str, Any],
+            generator: torch.Generator | None,
+        ) -> torch.Tensor:
+            deltas = task_vectors(name, tensors, base)
+            lam = number(name, "lambda", params.get("lambda", 1.0))
+            assert base is not None
+            return base + lam * merge(name, deltas, params)
+
+        fn.__doc__ = doc
+        fn.__name__ = fn.__qualname__ = name
+        merge_method(
+            name, version=version, global_params={**global_params, "lambda": LAMBDA}, base="required"
+        )(fn)
+        return merge
+
+    return register

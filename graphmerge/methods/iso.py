@@ -17,10 +17,8 @@ from typing import Any
 import torch
 
 from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vectors
-from graphmerge.methods.registry import ParamSpec, merge_method
-
-LAMBDA = ParamSpec(1.0, float, doc="scale of the merged task vector")
+from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods.registry import ParamSpec
 
 
 def iso_c_task_vector(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -59,42 +57,24 @@ def iso_cts_task_vector(deltas: Sequence[torch.Tensor], common_fraction: float) 
     return torch.cat(ss).mean() * (u_orth @ v_orth)
 
 
-def _lambda(method: str, params: Mapping[str, Any]) -> float:
-    return number(method, "lambda", params.get("lambda", 1.0))
+@task_vector_method(
+    "iso_c",
+    version="1",
+    global_params={},
+    doc="Iso-C: the summed task vector with a flat (isotropic) spectrum.",
+)
+def iso_c(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
+    return iso_c_task_vector(deltas)
 
 
-@merge_method("iso_c", version="1", global_params={"lambda": LAMBDA}, base="required")
-def iso_c(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Iso-C: the summed task vector with a flat (isotropic) spectrum."""
-    deltas = task_vectors("iso_c", tensors, base)
-    assert base is not None
-    return base + _lambda("iso_c", params) * iso_c_task_vector(deltas)
-
-
-@merge_method(
+@task_vector_method(
     "iso_cts",
     version="1",
     global_params={
-        "lambda": LAMBDA,
-        "common_fraction": ParamSpec(0.8, float, 0.0, 1.0, "share of the rank given to the common subspace"),
+        "common_fraction": ParamSpec(0.8, float, 0.0, 1.0, "share of the rank given to the common subspace")
     },
-    base="required",
+    doc="Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces.",
 )
-def iso_cts(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces."""
-    deltas = task_vectors("iso_cts", tensors, base)
-    fraction = number("iso_cts", "common_fraction", params.get("common_fraction", 0.8), lo=0.0, hi=1.0)
-    assert base is not None
-    return base + _lambda("iso_cts", params) * iso_cts_task_vector(deltas, fraction)
+def iso_cts(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
+    fraction = number(name, "common_fraction", params.get("common_fraction", 0.8), lo=0.0, hi=1.0)
+    return iso_cts_task_vector(deltas, fraction)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vectors
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods.registry import ParamSpec
 
 
 def kept_rank(k: float, n_tasks: int, full_rank: int) -> int:
@@ -40,25 +40,13 @@ def tsv_task_vector(deltas: Sequence[torch.Tensor], k: float) -> torch.Tensor:
     return (u_orth * torch.cat(ss)) @ v_orth
 
 
-@merge_method(
+@task_vector_method(
     "tsv_m",
     version="1",
     global_params={
-        "k": ParamSpec(0.0, float, 0.0, 1.0, "fraction of each task's singular triplets kept (0: 1/T)"),
-        "lambda": ParamSpec(1.0, float, doc="scale of the merged task vector"),
+        "k": ParamSpec(0.0, float, 0.0, 1.0, "fraction of each task's singular triplets kept (0: 1/T)")
     },
-    base="required",
+    doc="TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed.",
 )
-def tsv_m(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed."""
-    deltas = task_vectors("tsv_m", tensors, base)
-    k = number("tsv_m", "k", params.get("k", 0.0), lo=0.0, hi=1.0)
-    lam = number("tsv_m", "lambda", params.get("lambda", 1.0))
-    assert base is not None
-    return base + lam * tsv_task_vector(deltas, k)
+def tsv_m(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
+    return tsv_task_vector(deltas, number(name, "k", params.get("k", 0.0), lo=0.0, hi=1.0))

@@ -24,8 +24,8 @@ import torch
 
 from graphmerge.errors import MergeError
 from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, task_vectors
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._spectral import is_matrix, mean_vector, task_vector_method
+from graphmerge.methods.registry import ParamSpec
 
 
 def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> torch.Tensor:
@@ -54,29 +54,17 @@ def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> t
     return merged
 
 
-@merge_method(
+@task_vector_method(
     "wudi",
     version="2",
     global_params={
         "steps": ParamSpec(300, int, 0, 100000, "Adam steps per matrix"),
         "lr": ParamSpec(1e-5, float, 0.0, 1.0, "Adam learning rate"),
-        "lambda": ParamSpec(1.0, float, doc="scale of the merged task vector"),
     },
-    base="required",
+    doc="WUDI: the task vector minimising interference with every task's own directions (Adam).",
 )
-def wudi(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """WUDI: the task vector minimising interference with every task's own directions (Adam)."""
-    deltas = task_vectors("wudi", tensors, base)
-    steps = number("wudi", "steps", params.get("steps", 300), lo=0, hi=100000)
+def wudi(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
+    steps = number(name, "steps", params.get("steps", 300), lo=0, hi=100000)
     if steps != int(steps):
-        raise MergeError(f"wudi: parameter `steps` = {steps:g} must be a whole number")
-    lr = number("wudi", "lr", params.get("lr", 1e-5), lo=0.0, hi=1.0)
-    lam = number("wudi", "lambda", params.get("lambda", 1.0))
-    assert base is not None
-    return base + lam * wudi_task_vector(deltas, int(steps), lr)
+        raise MergeError(f"{name}: parameter `steps` = {steps:g} must be a whole number")
+    return wudi_task_vector(deltas, int(steps), number(name, "lr", params.get("lr", 1e-5), lo=0.0, hi=1.0))
