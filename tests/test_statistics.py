@@ -164,3 +164,15 @@ def test_tokenize_respects_the_token_budget():
     tok = load_tokenizer(TINY / "add")
     seqs = tokenize(iter(DOCS), tok, max_tokens=15, max_length=6)
     assert [len(s) for s in seqs] == [6, 6, 3]
+
+
+def test_statistics_node_reads_lm_eval_task_documents(tmp_path):
+    (tmp_path / "g.yaml").write_text(
+        f"nodes:\n  add: {{op: load, path: {TINY / 'add'}}}\n"
+        "  stats:\n    op: statistics\n    kind: gram\n    models: [add]\n"
+        f"    calibration: {{tasks: [tiny_add, tiny_sort], include_path: [{REPO / 'graphs' / 'tasks'}], limit: 4, max_tokens: 40}}\n"
+    )
+    result = run_graph(tmp_path / "g.yaml", cache_dir=tmp_path / "c", progress=False)
+    assert result.stats.statistics_computed == 17
+    grams = stored(tmp_path / "c", result.values["stats"], result.values["add"].key)
+    assert all(torch.isfinite(g).all() for g in grams.values())
