@@ -3,6 +3,7 @@ default settings and over a small sweep, next to task arithmetic and TIES, score
 tiny_reverse and tiny_sort (200 held-out examples each, exact match).
 
     python bench/new_methods_tiny.py            # writes bench/_work/new_methods_tiny.{yaml,md}
+    python bench/new_methods_tiny.py --write-calibration   # rewrites models/tiny/calibration.jsonl
 
 RegMean and Fisher are calibrated on models/tiny/calibration.jsonl (64 validation examples per
 skill, never used for testing). The sweep's best is picked on the same test examples it reports, so it
@@ -106,7 +107,26 @@ def build_graph() -> dict:
     return {"nodes": nodes}
 
 
+def write_calibration(per_skill: int = 64) -> None:
+    """models/tiny/calibration.jsonl: the first validation examples of train.py's split, solved."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_train", ROOT / "models" / "tiny" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_train"] = train
+    spec.loader.exec_module(train)
+    splits = train.make_splits()
+    with open(ROOT / "models" / "tiny" / "calibration.jsonl", "w") as out:
+        for skill in ("add", "reverse", "sort"):
+            for x in splits.val[skill][:per_skill]:
+                text = train.prompt_of(skill, x) + train.solve(skill, x) + "."
+                out.write(json.dumps({"skill": skill, "text": text}) + "\n")
+
+
 def main() -> None:
+    if "--write-calibration" in sys.argv:
+        write_calibration()
+        return
     work = ROOT / "bench" / "_work"
     work.mkdir(parents=True, exist_ok=True)
     path = work / "new_methods_tiny.yaml"
