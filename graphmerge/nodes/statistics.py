@@ -104,21 +104,6 @@ def _sequences(ctx: RunContext, spec: CalibrationSpec, tokenizer_dir: Path) -> l
     )
 
 
-def _linear_names(model: Model) -> list[str]:
-    """Linear modules whose weight the model has, found by building the architecture on the meta
-    device (no memory)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = dict(model.config)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
-    return [
-        n
-        for n, m in skeleton.named_modules()
-        if isinstance(m, torch.nn.Linear) and f"{n}.weight" in model.tensors
-    ]
-
-
 def _compute(ctx: RunContext, params: StatisticsParams, model: Model, seqs, sink) -> dict[str, str] | None:
     from graphmerge.evaluation import build_model
     from graphmerge.evaluation.statistics import fisher_diagonals, gram_matrices
@@ -148,17 +133,18 @@ def model_statistics(
 
     def task(name: str) -> TensorTask:
         return make_task(
-            "statistic", identity=[params.kind, model.key, data, name], dtype="float32", name=name
+            "statistic",
+            identity=[params.kind, model.key, data, params.dtype, name],
+            dtype="float32",
+            name=name,
         )
 
-    # Which modules share one input (q/k/v): known after the first computation, cached as a result.
-    sharing_key = digest("gram-sharing", STATISTICS_VERSION, model.key)
+    # Which modules share one input (q/k/v) is learnt by the first computation and cached as a result.
+    sharing = ctx.cache.get_result(digest("gram-sharing", STATISTICS_VERSION, model.key))
     if params.kind == "gram":
-        sharing = ctx.cache.get_result(sharing_key)
-        needed = sorted(set(sharing.values())) if sharing else _linear_names(model)
+        complete, needed = sharing is not None, sorted(set((sharing or {}).values()))
     else:
-        sharing, needed = None, list(model.tensors)
-    complete = sharing is not None or params.kind == "fisher"
+        complete, needed = True, list(model.tensors)
     if complete and all(ctx.cache.has_tensor(task(n).key) for n in needed):
         ctx.stats.statistics_cached += len(needed)
     else:
@@ -172,7 +158,7 @@ def model_statistics(
         if params.kind == "gram":
             assert found is not None
             sharing = found
-            ctx.cache.put_result(sharing_key, sharing)
+            ctx.cache.put_result(digest("gram-sharing", STATISTICS_VERSION, model.key), sharing)
     if params.kind == "gram":
         assert sharing is not None
         return {f"{m}.weight": task(owner) for m, owner in sharing.items() if f"{m}.weight" in model.tensors}
