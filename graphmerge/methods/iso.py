@@ -46,9 +46,10 @@ def iso_cts_task_vector(deltas: Sequence[torch.Tensor], common_fraction: float) 
     u, s, vh = torch.linalg.svd(torch.stack(list(deltas)).sum(dim=0), full_matrices=False)
     us, ss, vs = [u[:, :common]], [s[:common]], [vh[:common]]
     if per_task > 0:
-        projector = us[0] @ us[0].T
+        common_u = us[0]
         for d in deltas:
-            ut, st, vht = torch.linalg.svd(d - projector @ d, full_matrices=False)
+            # d - U U^T d without forming the m x m projector (32000^2 floats for an embedding)
+            ut, st, vht = torch.linalg.svd(d - common_u @ (common_u.T @ d), full_matrices=False)
             us.append(ut[:, :per_task])
             ss.append(st[:per_task])
             vs.append(vht[:per_task])
@@ -69,7 +70,7 @@ def iso_c(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> t
 
 @task_vector_method(
     "iso_cts",
-    version="1",
+    version="2",
     global_params={
         "common_fraction": ParamSpec(0.8, float, 0.0, 1.0, "share of the rank given to the common subspace")
     },
