@@ -58,6 +58,15 @@ CASES = [
         mentions=("merged", "kind gram", "kind: gram"),
     ),
     Case(
+        "regmean_model_without_statistics",
+        _graph(
+            "  stats:\n    op: statistics\n    kind: gram\n    models: [add]\n    calibration: {file: c.jsonl}\n"
+            + REGMEAN,
+            files={"c.jsonl": '{"text": "12+3=15."}\n'},
+        ),
+        mentions=("merged", "'reverse'", "models:"),
+    ),
+    Case(
         "tsv_k_out_of_range",
         _graph(
             "  merged: {op: merge, method: tsv_m, base: base, models: {add: null}, params: {k: 1.5}}\n"
