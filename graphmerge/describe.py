@@ -46,7 +46,8 @@ def describe_all() -> str:
     lines.append("Merge methods (op: merge, method: NAME):")
     for name, m in all_methods().items():
         base = {"required": "needs base", "optional": "base optional", "none": "no base"}[m.base]
-        lines.append(f"  {name} (v{m.version}; {base}{'; stochastic' if m.stochastic else ''}) - {m.doc}")
+        stats = f"; reads statistics: kind {m.statistics}" if m.statistics else ""
+        lines.append(f"  {name} (v{m.version}; {base}{'; stochastic' if m.stochastic else ''}{stats}) - {m.doc}")
         if m.model_params:
             lines.append(
                 "      per model: " + ", ".join(f"{k}={s.default!r}" for k, s in m.model_params.items())

@@ -29,6 +29,8 @@ class RunStats:
     evaluations_cached: int = 0
     examples_evaluated: int = 0  # lm-eval examples actually run (per-example cache misses)
     nodes_cached: int = 0
+    statistics_computed: int = 0  # calibration statistics (Gram matrices, Fisher diagonals)
+    statistics_cached: int = 0
     outputs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ class RunResult:
             "evaluations": {"run": s.evaluations_run, "cached": s.evaluations_cached},
             "examples_evaluated": s.examples_evaluated,
             "nodes_cached": s.nodes_cached,
+            "statistics": {"computed": s.statistics_computed, "cached": s.statistics_cached},
             "outputs": s.outputs,
             "seconds": round(self.seconds, 3),
         }

@@ -2,12 +2,17 @@
 
 from graphmerge.methods import (  # noqa: F401
     arcee_fusion,
+    fisher,
+    iso,
     karcher,
     linear,
     model_stock,
     nearswap,
     passthrough,
+    regmean,
     sce,
     slerp,
     task_arithmetic,
+    tsv,
+    wudi,
 )

@@ -57,6 +57,9 @@ class MergeMethod:
     min_models: int = 1
     max_models: int | None = None
     doc: str = ""
+    # Calibration statistics the method reads ("gram" | "fisher"), given by the merge node's
+    # `statistics:` node; the method is then called with `statistics=[one tensor or None per model]`.
+    statistics: str | None = None
 
 
 _METHODS: dict[str, MergeMethod] = {}
@@ -73,12 +76,15 @@ def merge_method(
     stochastic: bool = False,
     min_models: int = 1,
     max_models: int | None = None,
+    statistics: str | None = None,
 ) -> Callable[[MergeFunction], MergeFunction]:
     """Register `fn` as merge method `name`. Bump `version` whenever the numbers it returns change:
     the version is part of every cache key the method produces."""
 
     if base not in ("required", "optional", "none"):
         raise ValueError(f"base must be required|optional|none, not {base!r}")
+    if statistics not in (None, "gram", "fisher"):
+        raise ValueError(f"statistics must be gram|fisher|None, not {statistics!r}")
 
     def register(fn: MergeFunction) -> MergeFunction:
         if name in _METHODS and _METHODS[name].fn.__qualname__ != fn.__qualname__:
@@ -94,6 +100,7 @@ def merge_method(
             min_models=min_models,
             max_models=max_models,
             doc=(fn.__doc__ or "").strip().split("\n")[0],
+            statistics=statistics,
         )
         return fn
 

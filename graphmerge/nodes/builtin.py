@@ -8,5 +8,6 @@ from graphmerge.nodes import (  # noqa: F401
     merge,
     optimize,
     slicing,
+    statistics,
     tokenizer,
 )

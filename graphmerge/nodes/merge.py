@@ -38,6 +38,9 @@ class MergeSpec(NodeParams):
     head_position: float = Field(
         1.0, ge=0.0, le=1.0, description="gradient position of the final norm and LM head (mergekit: 0)"
     )
+    statistics: str | None = Field(
+        None, description="statistics node (kind gram for regmean, fisher for fisher) of the models"
+    )
 
     @field_validator("method")
     @classmethod
@@ -71,6 +74,10 @@ class MergeSpec(NodeParams):
                 raise ValueError(
                     f"params: method {self.method} has no global parameter '{key}' (known: {known})"
                 )
+        if method.statistics and self.statistics is None:
+            raise ValueError(
+                f"method {self.method} needs `statistics:` (a statistics node with kind: {method.statistics})"
+            )
         if method.base == "required" and self.base is None:
             raise ValueError(f"method {self.method} needs a `base` model")
         if method.base == "none" and self.base is not None:
@@ -93,6 +100,10 @@ class MergeSpec(NodeParams):
         refs = [self.base] if self.base else []
         return refs + [r for r in self.models if r != self.base]
 
+    def input_refs(self) -> list[str]:
+        """The models and the statistics node: everything the node reads."""
+        return self.refs() + ([self.statistics] if self.statistics else [])
+
 
 @tensor_op("merge", version="1")
 def merge_tensor(
@@ -105,16 +116,23 @@ def merge_tensor(
     seed: int,
     out_dtype: str,
     allow_nonfinite: bool = False,
+    statistics: int = 0,
 ) -> torch.Tensor:
     m = get_method(method)
-    as_float = [t.to(torch.float32) for t in tensors]
+    # Inputs: [base], models, then one statistic per model when the tensor has them.
+    stats = [t.to(torch.float32) for t in tensors[len(tensors) - statistics :]] if statistics else []
+    as_float = [t.to(torch.float32) for t in tensors[: len(tensors) - statistics]]
     base = as_float[0] if has_base else None
     models = as_float[1:] if has_base else as_float
     generator = None
     if m.stochastic:
         generator = torch.Generator(device=models[0].device)
         generator.manual_seed(seed)
-    out = m.fn(models, base, model_params, params, generator).to(getattr(torch, out_dtype))
+    if m.statistics:
+        out = m.fn(models, base, model_params, params, generator, statistics=stats)
+    else:
+        out = m.fn(models, base, model_params, params, generator)
+    out = out.to(getattr(torch, out_dtype))
     # Checked after the cast: a finite float32 result can still overflow a float16 output.
     if not allow_nonfinite and not all_finite(out) and all(all_finite(t) for t in as_float):
         raise MergeError(
@@ -162,6 +180,9 @@ def plan_merge(
     reference = models[base_ref] if base_ref else models[model_refs[0]]
     layout = reference.layout
     seed = spec.seed if spec.seed is not None else graph_seed
+    stats = []
+    if spec.statistics is not None and method.statistics:  # others ignore it (one search template)
+        stats = _statistics_of(spec, models, model_refs, method, where)
     out: dict[str, TensorTask] = {}
     for name in names if names is not None else list(reference.tensors):
         where_t = f"{where}: tensor {name}"
@@ -202,9 +223,12 @@ def plan_merge(
             method.global_params, resolve_params(spec.params, name, position, "params"), where_t
         )
         dtype = spec.dtype or inputs[0].dtype or "float32"
+        # A tensor gets statistics only when every model has one (RegMean: linear weights only).
+        tensor_stats = [s.get(name) for s in stats]
+        with_stats = {"statistics": len(stats)} if stats and all(tensor_stats) else {}
         out[name] = make_task(
             "merge",
-            inputs,
+            inputs + (tensor_stats if with_stats else []),
             shape=inputs[0].shape,
             dtype=dtype,
             method=method.name,
@@ -216,15 +240,37 @@ def plan_merge(
             out_dtype=dtype,
             # Only when set, so the default leaves every existing cache key unchanged.
             **({"allow_nonfinite": True} if spec.allow_nonfinite else {}),
+            **with_stats,
         )
     return out
+
+
+def _statistics_of(
+    spec: MergeSpec, values: Mapping[str, Any], model_refs: list[str], method: MergeMethod, where: str
+) -> list[Mapping[str, TensorTask]]:
+    """Per model (in `models` order), its statistics by tensor name."""
+    from graphmerge.nodes.statistics import Statistics
+
+    value = values[spec.statistics]  # type: ignore[index]
+    if not isinstance(value, Statistics):
+        raise MergeError(
+            f"`statistics: {spec.statistics}` is not a statistics node", where=where, fix="use op: statistics"
+        )
+    if value.kind != method.statistics:
+        raise MergeError(
+            f"{method.name} needs statistics of kind {method.statistics}, node '{spec.statistics}' "
+            f"computes {value.kind}",
+            where=where,
+            fix=f"set kind: {method.statistics} on the statistics node",
+        )
+    return [value.for_model(values[ref], ref, where) for ref in model_refs]
 
 
 def describe(spec: MergeSpec) -> str:
     return f"{spec.method}({', '.join(spec.refs())})"
 
 
-@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.refs())
+@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.input_refs())
 def merge_node(ctx, params: MergeSpec, inputs: Mapping[str, Model]) -> Model:
     """Merge models tensor by tensor with a registered merge method."""
     tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")

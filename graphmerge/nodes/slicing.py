@@ -73,6 +73,11 @@ class SliceParams(NodeParams):
             refs += s.refs()
         return list(dict.fromkeys(refs))
 
+    def input_refs(self) -> list[str]:
+        """Models plus the statistics nodes merged slices read."""
+        stats = [s.merge.statistics for s in self.slices if s.merge and s.merge.statistics]
+        return list(dict.fromkeys(self.refs() + stats))
+
 
 def _scaled(task: TensorTask, name: str, model: Model, scale: float) -> TensorTask:
     layout = model.layout
@@ -176,7 +181,7 @@ def _check_range(model: Model, ref: str, layers: tuple[int, int]) -> None:
         )
 
 
-@node("slice", version="1", params=SliceParams, inputs=lambda p: p.refs())
+@node("slice", version="1", params=SliceParams, inputs=lambda p: p.input_refs())
 def slice_node(ctx, params: SliceParams, inputs: Mapping[str, Model]) -> Model:
     """Stack layer ranges of one or more models (mergekit `slices`), with optional per-layer scales."""
     first = params.slices[0]

@@ -8,6 +8,8 @@ Space (per group g of `layer_granularity` consecutive layers; the last group may
   g{g}_slerp_pair                  which two models slerp joins, "a,b" (iff slerp and > 2 models)
   g{g}_{set}_slerp_t               0 = first of the pair, 1 = second (iff slerp)
 where {set} runs over `param_sets` (tensor-name filters, e.g. attention vs MLP) plus `other` for the rest.
+The methods tsv_m, iso_c, iso_cts, wudi, regmean and fisher add the parameters listed in
+`method_choices`; regmean and fisher need `calibration:` (the statistics node's calibration data).
 
 Differences from auto-merge-llm, on purpose: method parameters are *conditional* on the chosen method (the
 original samples every method's parameters in every trial, so the surrogate models noise); TIES searches the
@@ -28,6 +30,7 @@ from typing import Any, Literal
 from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float
 from pydantic import Field, model_validator
 
+from . import method_choices as mc
 from .base import (
     DEFAULT_SET,
     DENSITY,
@@ -43,8 +46,10 @@ from .base import (
     filtered,
 )
 
-Method = Literal["linear", "task_arithmetic", "ties", "slerp"]
-NEEDS_BASE = ("task_arithmetic", "ties")
+Method = Literal[
+    "linear", "task_arithmetic", "ties", "slerp", "tsv_m", "iso_c", "iso_cts", "wudi", "regmean", "fisher"
+]
+NEEDS_BASE = ("task_arithmetic", "ties", *mc.SUBSPACE)
 
 
 class LfsSettings(StrategySettings):
@@ -59,6 +64,7 @@ class LfsSettings(StrategySettings):
     density_range: tuple[float, float] = (0.01, 1.0)
     t_range: tuple[float, float] = (0.0, 1.0)
     embed: str = "search"
+    calibration: dict[str, Any] | None = None  # statistics-node calibration data (regmean, fisher)
 
     @model_validator(mode="after")
     def _check(self):
@@ -69,6 +75,9 @@ class LfsSettings(StrategySettings):
             raise ValueError(
                 f"methods {needing} need `base` (the pretrained model the task vectors start from)"
             )
+        calibrated = [m for m in self.methods if m in mc.CALIBRATED]
+        if calibrated and self.calibration is None:
+            raise ValueError(f"methods {calibrated} need `calibration:` (tasks: [...] or file: ...)")
         if "slerp" in self.methods and len(self.models) < 2:
             raise ValueError("slerp needs at least two models")
         if DEFAULT_SET in self.param_sets:
@@ -129,6 +138,10 @@ def build_space(settings: LfsSettings, model_info: ModelInfo) -> ConfigurationSp
                 add(f"g{g}_{s}_ties_lambda", settings.lambda_range, "ties")
             if "slerp" in settings.methods:
                 add(f"g{g}_{s}_slerp_t", settings.t_range, "slerp")
+        for m in [m for m in mc.NEW_METHODS if m in settings.methods]:
+            for suffix, rng, per_set in mc.hyperparameters(m, settings.lambda_range):
+                for s in settings.sets if per_set else [""]:
+                    add(f"g{g}_{s}_{suffix}" if s else f"g{g}_{suffix}", rng, m)
         if "slerp" in settings.methods and len(settings.models) > 2:
             pair = Categorical(f"g{g}_slerp_pair", _pairs(settings.models))
             cs.add(pair)
@@ -162,6 +175,14 @@ def _values(cfg: Mapping[str, Any], g: int, settings: LfsSettings, suffix: str) 
 def merge_spec(cfg: Mapping[str, Any], g: int, settings: LfsSettings) -> dict[str, Any]:
     """The merge spec of group g (contract `merge` shape, without `op`)."""
     method = cfg[f"g{g}_method"]
+    if method in mc.NEW_METHODS:
+        return mc.merge_spec(
+            method,
+            settings.models,
+            settings.base,
+            lambda suffix: _values(cfg, g, settings, suffix),
+            lambda suffix: cfg[f"g{g}_{suffix}"],
+        )
     if method == "linear":
         models = {m: {WEIGHT: _values(cfg, g, settings, f"linear_{m}")} for m in settings.models}
         return {"method": "linear", "models": models}
@@ -216,6 +237,8 @@ def trial_nodes(
         for g, (start, end) in enumerate(groups(settings, model_info))
     ]
     nodes[FINAL_NODE] = {"op": "slice", "embed_from": embed_ref, "slices": slices}
+    used = {cfg[f"g{g}_method"] for g in range(len(slices))}
+    nodes.update(mc.statistics_nodes(used, settings.models, settings.calibration))
     return nodes
 
 

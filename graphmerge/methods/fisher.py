@@ -1,0 +1,69 @@
+"""Fisher merging (Matena & Raffel, NeurIPS 2022).
+
+Each parameter is the average of the models' values weighted by their diagonal Fisher information
+F_i (squared gradients of the log-likelihood of model i's own predictions on calibration data):
+
+    theta* = sum_i w_i max(F_i, fisher_floor) theta_i / sum_i w_i max(F_i, fisher_floor)
+
+`fisher_floor` keeps parameters no calibration example moves (F = 0 in every model) at the weighted
+mean instead of 0/0; `weight` is the per-model w_i. The Fisher diagonals come from a `statistics`
+node with `kind: fisher`. Parameters without one (a tied head) take the weighted mean.
+Cost: elementwise, O(T * size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from graphmerge.errors import MergeError
+from graphmerge.lazy import torch
+from graphmerge.methods._common import check_shapes, number, per_model
+from graphmerge.methods.registry import ParamSpec, merge_method
+
+
+def fisher_average(
+    tensors: Sequence[torch.Tensor], fishers: Sequence[torch.Tensor], weights: Sequence[float], floor: float
+) -> torch.Tensor:
+    num = torch.zeros_like(tensors[0])
+    den = torch.zeros_like(tensors[0])
+    for x, f, w in zip(tensors, fishers, weights):
+        fw = f.clamp_min(floor) * w
+        num.add_(fw * x)
+        den.add_(fw)
+    return num / den
+
+
+@merge_method(
+    "fisher",
+    version="1",
+    model_params={"weight": ParamSpec(1.0, float, 0.0, doc="weight of this model's Fisher information")},
+    global_params={
+        "fisher_floor": ParamSpec(1e-6, float, 0.0, doc="lower bound on every Fisher value"),
+    },
+    base="none",
+    statistics="fisher",
+)
+def fisher(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    generator: torch.Generator | None,
+    statistics: Sequence[torch.Tensor | None] = (),
+) -> torch.Tensor:
+    """Fisher merging: a per-parameter average weighted by diagonal Fisher information."""
+    check_shapes("fisher", tensors, base)
+    weights = per_model("fisher", "weight", model_params, lo=0.0)
+    if sum(weights) <= 0:
+        raise MergeError("fisher: the model weights sum to 0", fix="give at least one model a weight > 0")
+    floor = number("fisher", "fisher_floor", params.get("fisher_floor", 1e-6), lo=0.0)
+    fishers = list(statistics)
+    if not fishers or any(f is None for f in fishers):
+        fishers = [torch.ones_like(t) for t in tensors]
+    elif floor == 0 and bool((torch.stack([f * w for f, w in zip(fishers, weights)]).sum(0) == 0).any()):
+        raise MergeError(
+            "fisher: some parameter has zero Fisher information in every model and fisher_floor is 0",
+            fix="set fisher_floor > 0 (default 1e-6) or use more calibration data",
+        )
+    return fisher_average(tensors, [f for f in fishers if f is not None], weights, floor)
