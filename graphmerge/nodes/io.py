@@ -113,7 +113,7 @@ def model_card(model: Model, dtype: str | None) -> str:
         "---",
         "# Merged model",
         "",
-        "Produced by [graphmerge](https://pypi.org/project/graphmerge/) from the graph in `graph.yaml`.",
+        "Produced by [graphmerge](https://pypi.org/project/graphmerge/); `graph.yaml` rebuilds it.",
         "",
         "## Recipe",
         "",
@@ -152,7 +152,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         STAMP_FILE: json.dumps(
             {"stamp": stamp, "model_key": model.key, "recipe": list(model.provenance)}, indent=2
         ),
-        "graph.yaml": ctx.graph.text,
+        "graph.yaml": model.recipe(out) if model.recipe is not None else ctx.graph.text,
     }
     write_hf_model(
         out,
