@@ -385,6 +385,7 @@ def _search(
     out_dir: Path,
 ) -> dict[str, Any]:
     from graphmerge.search import progress_line, run_search
+    from graphmerge.search.pareto import member_name
 
     settings = _smac_settings(params)
     _check_held_out(params)
@@ -426,11 +427,10 @@ def _search(
     best_model = replace(runner.model_for(best_config), recipe=recipe.render)
     pareto = {}
     for i, rec in enumerate(result.pareto):
-        member = _recipe(
-            ctx, params, problem, rec.config, f"pareto_{i}: trial #{rec.number}, {dict(rec.scores)}"
-        )
-        _write_recipe(member, out_dir / f"pareto_{i}_recipe.yaml")
-        pareto[f"pareto_{i}"] = replace(runner.model_for(rec.config), recipe=member.render)
+        name = member_name(i)  # also the label of this point in pareto.png
+        member = _recipe(ctx, params, problem, rec.config, f"{name}: trial #{rec.number}, {dict(rec.scores)}")
+        _write_recipe(member, out_dir / f"{name}_recipe.yaml")
+        pareto[name] = replace(runner.model_for(rec.config), recipe=member.render)
 
     if params.strategy == "prune" and params.base:
         reference = references[params.base]
@@ -461,7 +461,7 @@ def _search(
         },
         sources={k: {**v, "budget": best.limit} for k, v in references.items()},
         pareto=[
-            {"name": f"pareto_{i}", "trial": r.number, "config": dict(r.config), "scores": dict(r.scores)}
+            {"name": member_name(i), "trial": r.number, "config": dict(r.config), "scores": dict(r.scores)}
             for i, r in enumerate(result.pareto)
         ],
         files={k: str(v) for k, v in {**files, "recipe": recipe_path}.items()},

@@ -214,25 +214,29 @@ def progress_line(
     head = [f"trial {record.number}/{n_trials}"]
     if record.limit is not None:
         head.append(f"budget {record.limit}")
-    detail = ""
+    details: list[str] = []
     if record.infeasible:
         score = "infeasible" + (f" ({record.extra['reason']})" if "reason" in record.extra else "")
     else:
         score = f"score {record.score:.4g}"
-        detail = " ".join(f"{k}={v:.4g}" for k, v in record.scores.items())
+        # Per-objective scores with names when they fit, else just the values in objective order.
+        details.append(" ".join(f"{k}={v:.3g}" for k, v in record.scores.items()))
+        details.append("/".join(f"{v:.3g}" for v in record.scores.values()))
     tail = []
     if best is not None:
-        tail.append(f"best {best.score:.4g} (#{best.number})")
-    x = record.extra
+        tail.append(f"best {best.score:.4g} #{best.number}")
+    x, work = record.extra, []
     if "executed" in x and "cached" in x:
-        tail.append(f"tasks {x['executed']}/{int(x['executed']) + int(x['cached'])}")
+        work.append(f"tasks {x['executed']}/{int(x['executed']) + int(x['cached'])}")
     if "evaluations_run" in x and "evaluations_cached" in x:
-        tail.append(
+        work.append(
             f"evals {x['evaluations_run']}/{int(x['evaluations_run']) + int(x['evaluations_cached'])}"
         )
+    if work:
+        tail.append(" ".join(work))
     tail.append("replayed" if record.replayed else f"{record.time_s:.1f}s")
-    for middle in ([f"{score} ({detail})"] if detail else [], [score]):
-        line = " | ".join(head + (middle or [score]) + tail)
+    for middle in [*(f"{score} ({d})" for d in details), score]:
+        line = " | ".join([*head, middle, *tail])
         if len(line) <= width:
             return line
     return line[: width - 1] + "…"

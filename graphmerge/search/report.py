@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .pareto import member_name
 from .records import Objective, TrialRecord
 
 
@@ -158,7 +159,7 @@ def pareto_png(
     ax.scatter(
         [r.scores[a.name] for r in pts], [r.scores[b.name] for r in pts], s=12, color="0.7", label="trials"
     )
-    names = {id(r): f"pareto_{i} (#{r.number})" for i, r in enumerate(front)}  # = pareto_N_recipe.yaml
+    names = {id(r): f"{member_name(i)} (#{r.number})" for i, r in enumerate(front)}
     fr = sorted(front, key=lambda r: a.utility(r.scores[a.name]))
     ax.plot(
         [r.scores[a.name] for r in fr],
