@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ConfigSpace import ConfigurationSpace, Float
 
 from graphmerge.search.determinism import stable_acquisition_maximizer, stable_key
@@ -227,6 +228,7 @@ def _table(folder: Path) -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # five CLI runs of real trials; minutes on a shared 2-core machine
 def test_cli_lfs_search_same_trials_in_any_process_and_a_rerun_does_no_work(tmp_path):
     n = 30
     folders = []
@@ -257,8 +259,12 @@ def test_cli_lfs_search_same_trials_in_any_process_and_a_rerun_does_no_work(tmp_
     assert _table(folders[0])[:n] == _table(folders[1])
 
     # The saved best model carries the recipe that rebuilds it, with paths relative to its folder.
-    recipe = (folders[0] / "out" / "best_model" / "graph.yaml").read_text()
-    assert "optimize" not in recipe and str(REPO) not in recipe
+    saved_dir = folders[0] / "out" / "best_model"
+    recipe = yaml.safe_load((saved_dir / "graph.yaml").read_text())
+    assert "optimize" not in {n["op"] for n in recipe["nodes"].values()}
+    for name in ("base", "add", "reverse"):
+        path = recipe["nodes"][name]["path"]
+        assert not os.path.isabs(path) and (saved_dir / path).resolve() == REPO / "models" / "tiny" / name
     rebuilt = subprocess.run(
         [sys.executable, "-m", "graphmerge.cli", "run", "graph.yaml", "--set", "out=rebuilt", "--json"],
         cwd=folders[0] / "out" / "best_model",

@@ -8,17 +8,21 @@ asks for a (config, budget) that the log already holds, we tell it the logged ou
 SMAC is deterministic given its seed and the sequence of tells, so with n_workers=1 a resumed run asks exactly
 the configs the uninterrupted run asked, and its final log is identical (tests check this).
 
-Guarantees (n_workers=1):
+Guarantees (tests/test_search_determinism.py runs each in fresh processes with different hash seeds):
+  * the same space, settings and seed ask the same trials in any process: SMAC's local search no longer
+    orders its start points by Python's string hash (see determinism.py);
   * a SIGKILL loses only the trial being evaluated (each finished trial is one fsync'ed JSONL line);
   * Ctrl-C (KeyboardInterrupt, also raised inside the objective) stops after the last finished trial and raises
-    SearchInterrupted; rerunning resumes;
+    SearchInterrupted; rerunning resumes exactly where the uninterrupted run would be;
   * raising n_trials extends a finished run: the old trials replay, new ones follow as if it had never stopped
     (the SMAC scenario's own n_trials is fixed and huge, so the initial design does not depend on n_trials);
   * a log from a different search (space, seed, facade, budgets, eta, objectives, initial design) is refused
-    with a SpecError; a replay that diverges anyway (e.g. another SMAC version) is reported in the result
-    (`diverged`) and logged outcomes are still reused whenever their (config, budget) is asked again.
-With n_workers>1 trials are told in completion order, which depends on timing, so replay is a cache (no
-finished trial is re-evaluated if asked again) but the trajectory after resume may differ.
+    with a SpecError; a replay that leaves the log anyway (an edited log, other library versions) is counted
+    (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
+    and logged trials not asked again stay in the result's `history`: the best is chosen over everything
+    ever logged, so a rerun never reports a worse model than an earlier run found;
+  * with n_workers>1 trials are told in completion order; the log records how many asks preceded each tell,
+    and a replay tells logged trials at the same points, so a rerun asks the same trials and evaluates none.
 """
 
 from __future__ import annotations
