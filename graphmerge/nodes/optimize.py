@@ -416,7 +416,6 @@ def _search(
     sources = {ref: inputs[ref] for ref in params.refs()}
     # The sources on the search's own tasks at the best trial's budget: the reference lines of report.png.
     references = score_models(ctx, evaluate_spec(params, "reference", best.limit), sources)
-    files = result.write(out_dir, references={k: v["score"] for k, v in references.items()})
 
     note = (
         f"best of {len(result.trials) + len(result.history)} trials of '{ctx.node_name}' "
@@ -445,6 +444,13 @@ def _search(
             + (f"{kept:.1%} of its score" if kept is not None else "an undefined share (unpruned score 0)")
         )
     held_out = _held_out(ctx, params, sources, best_model, pareto, out_dir)
+    caption = None
+    if held_out is not None:
+        caption = (
+            f"held-out ({' + '.join(held_out['tasks'].values())}): best {held_out['best']['score']:.4g}; "
+            + ", ".join(f"{k} {v['score']:.4g}" for k, v in held_out["sources"].items())
+        )
+    files = result.write(out_dir, references={k: v["score"] for k, v in references.items()}, caption=caption)
     executed = [r.extra.get("executed", 0) for r in result.trials if not r.replayed]
     ctx.extras.update(
         trials=len(result.trials),

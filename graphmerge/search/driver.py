@@ -170,9 +170,12 @@ class SearchResult:
             f"{len(self.history)} logged trials not asked again stay in the history and count for the best"
         )
 
-    def write(self, out_dir: Path, references: Mapping[str, float] | None = None) -> dict[str, Path]:
+    def write(
+        self, out_dir: Path, references: Mapping[str, float] | None = None, caption: str | None = None
+    ) -> dict[str, Path]:
         """trials.jsonl, trials.csv, report.png and (multi-objective) pareto.png, each written atomically.
-        `references`: scores of other models (e.g. the sources) drawn as horizontal lines on report.png."""
+        `references`: scores of other models (e.g. the sources) drawn as horizontal lines on report.png;
+        `caption`: a line under its title (e.g. the held-out scores)."""
         out_dir = Path(out_dir)
         files = {
             "trials_jsonl": out_dir / "trials.jsonl",
@@ -182,7 +185,9 @@ class SearchResult:
         rows = self.all_trials
         atomic_write_bytes(files["trials_jsonl"], trials_jsonl(rows, len(self.trials)))
         atomic_write_bytes(files["trials_csv"], trials_csv(rows, self.objectives, len(self.trials)))
-        atomic_write_bytes(files["report_png"], convergence_png(rows, self.best, references or {}))
+        atomic_write_bytes(
+            files["report_png"], convergence_png(rows, self.best, references or {}, caption=caption)
+        )
         if self.multi_objective:
             files["pareto_png"] = out_dir / "pareto.png"
             top = _at_highest_budget(rows)

@@ -92,6 +92,7 @@ def convergence_png(
     best: TrialRecord | None = None,
     references: Mapping[str, float] | None = None,
     title: str = "search convergence",
+    caption: str | None = None,
 ) -> bytes:
     """Each trial's weighted score (colour = budget) and the best-so-far line per budget level; the reported
     best is circled, and each reference (e.g. a source model's score) is a dashed horizontal line."""
@@ -141,7 +142,10 @@ def convergence_png(
         )
     ax.set_xlabel("trial")
     ax.set_ylabel("weighted score (higher is better)")
-    ax.set_title(title)
+    if caption is None:
+        ax.set_title(title)
+    else:
+        ax.set_title(f"{title}\n{caption}", fontsize=9)
     ax.grid(alpha=0.3)
     if records:
         ax.legend(fontsize=7, loc="lower right")
