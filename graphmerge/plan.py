@@ -83,6 +83,9 @@ class Model:
     provenance: tuple[str, ...] = ()
     source_dir: Path | None = None  # the folder this model was loaded from, when unchanged
     code_dir: Path | None = None  # the folder holding the model's custom code (auto_map), if any
+    # The standalone graph that rebuilds this model, rendered for a folder (relative paths); set by a search
+    # for its best model, so that a saved copy carries its recipe rather than the search graph.
+    recipe: Callable[[Path], str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -109,6 +112,7 @@ class Model:
 
     def with_tensors(self, tensors: Mapping[str, TensorTask], **changes: Any) -> Model:
         changes.setdefault("source_dir", None)
+        changes.setdefault("recipe", None)
         return replace(self, tensors=tensors, **changes)
 
     def map_tensors(self, op: str, *, names: Callable[[str], bool] | None = None, **params: Any) -> Model:

@@ -136,9 +136,42 @@ def _annotation_has_path(annotation: Any) -> bool:
     return False
 
 
+def local_or_hub(info: Any) -> bool:
+    """A string field that names a local path or a hub id (`load`'s path): marked with
+    ``json_schema_extra={"local_or_hub": True}``."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("local_or_hub"))
+
+
+def path_fields(model: type[BaseModel]) -> set[str]:
+    """The fields of a node's parameters that hold file-system paths."""
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if _annotation_has_path(info.annotation) or local_or_hub(info)
+    }
+
+
+def _local_parts(value: Any, base_dir: Path) -> Any:
+    """Each `+`-joined part of a local-or-hub reference that names an existing local path (or is
+    written as one: ./x, ../x, /x, ~/x) made absolute; hub ids are left as they are."""
+    if not isinstance(value, str) or not value or "${" in value:
+        return value
+    parts = []
+    for part in value.split("+"):
+        p = Path(os.path.expanduser(part))
+        local = p if p.is_absolute() else base_dir / p
+        looks_local = part.startswith((".", "/", "~"))
+        parts.append(str(local) if looks_local or local.exists() else part)
+    return "+".join(parts)
+
+
 def _resolve_paths(raw: dict, model: type[BaseModel], base_dir: Path) -> dict:
     out = dict(raw)
     for name, info in model.model_fields.items():
+        if name in out and local_or_hub(info):
+            out[name] = _local_parts(out[name], base_dir)
+            continue
         if name not in out or not _annotation_has_path(info.annotation):
             continue
         value = out[name]
@@ -386,3 +419,16 @@ class SpecErrors(SpecError):
 
     def one_line(self) -> str:
         return "\n".join(self.problems)
+
+
+def ancestors(graph: GraphSpec, name: str) -> set[str]:
+    """Every node `name` depends on, directly or not."""
+    out: set[str] = set()
+    stack = [r.split(".")[0] for r in graph.nodes[name].inputs]
+    while stack:
+        n = stack.pop()
+        if n in out or n not in graph.nodes:
+            continue
+        out.add(n)
+        stack.extend(r.split(".")[0] for r in graph.nodes[n].inputs)
+    return out

@@ -243,3 +243,82 @@ def test_dask_local_cluster_two_workers(tmp_path):
         # depends on completion order, so later asks may be new configs (documented).
         again = run_search(build_space(SPACE), slow_quadratic, settings, tmp_path, on_trial=lambda r, b: None)
         assert again.replayed >= 4 and again.replayed + again.evaluated == 6
+
+
+def test_progress_lines_fit_100_columns_and_number_trials_from_one():
+    from graphmerge.search import TrialRecord
+
+    long_names = {"a_rather_long_validation_task_name": 0.123456, "another_long_validation_task": 0.987654}
+    rec = TrialRecord(
+        order=41,
+        config={},
+        budget=200.0,
+        limit=200,
+        scores=long_names,
+        score=1.11111,
+        time_s=12.345,
+        extra={"executed": 12, "cached": 27, "evaluations_run": 2, "evaluations_cached": 0, "cold_tasks": 39},
+    )
+    best = TrialRecord(order=9, config={}, budget=200.0, limit=200, scores={}, score=1.5)
+    line = progress_line(rec, best, 100)
+    assert len(line) <= 100, line
+    assert line == (
+        "trial 42/100 | budget 200 | score 1.111 (0.123/0.988) | best 1.5 #10 | tasks 12/39 evals 2/2 | 12.3s"
+    )
+    short = progress_line(
+        TrialRecord(**{**rec.__dict__, "scores": {"add": 0.5, "rev": 0.61111}, "extra": {}}), best, 100
+    )
+    assert short == "trial 42/100 | budget 200 | score 1.111 (add=0.5 rev=0.611) | best 1.5 #10 | 12.3s"
+
+
+def test_fewer_trials_keep_the_rest_as_history_and_the_best(tmp_path):
+    space = build_space(SPACE)
+    full = SmacSettings(facade="hpo", n_trials=12, seed=2, n_initial=4, max_budget=None)
+    first = run_search(space, quadratic, full, tmp_path, on_trial=lambda r, b: None)
+    cut = first.best.number - 1  # stop before the best trial: it is not asked again
+    calls = Counting(quadratic)
+    short = run_search(
+        space, calls, full.model_copy(update={"n_trials": cut}), tmp_path, on_trial=lambda r, b: None
+    )
+    assert calls.calls == [] and len(short.trials) == cut and len(short.history) == 12 - cut
+    assert short.best.score == first.best.score and short.best.number > cut
+    rows = (tmp_path / "trials.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    trial, history = header.index("trial"), header.index("history")
+    cells = [r.split(",") for r in rows[1:]]
+    assert [int(c[trial]) for c in cells] == list(range(1, 13))
+    assert [int(c[history]) for c in cells] == [0] * cut + [1] * (12 - cut)
+
+
+def test_log_from_other_library_versions_is_used_with_a_warning(tmp_path, caplog):
+    space = build_space(SPACE)
+    settings = SmacSettings(facade="hpo", n_trials=6, seed=0, n_initial=3, max_budget=None)
+    run_search(space, quadratic, settings, tmp_path, on_trial=lambda r, b: None, write_reports=False)
+    lines = (tmp_path / LOG_NAME).read_text().splitlines()
+    header = json.loads(lines[0])
+    header["libraries"] = {**header["libraries"], "smac": "2.0.0"}
+    (tmp_path / LOG_NAME).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    calls = Counting(quadratic)
+    with caplog.at_level("WARNING", logger="graphmerge.search"):
+        again = run_search(space, calls, settings, tmp_path, on_trial=lambda r, b: None, write_reports=False)
+    assert "smac 2.0.0" in caplog.text and "reused" in caplog.text
+    assert calls.calls == [] and again.replayed == 6 and again.libraries_then["smac"] == "2.0.0"
+
+
+def test_log_written_before_versions_were_recorded_is_accepted(tmp_path):
+    """Older logs put SMAC's version into the fingerprint; the same search still opens them."""
+    from importlib.metadata import version
+
+    from graphmerge.search.driver import _fingerprint
+
+    space = build_space(SPACE)
+    settings = SmacSettings(facade="hpo", n_trials=4, seed=0, n_initial=2, max_budget=None)
+    run_search(space, quadratic, settings, tmp_path, on_trial=lambda r, b: None, write_reports=False)
+    lines = (tmp_path / LOG_NAME).read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["libraries"]
+    header["fingerprint"] = _fingerprint(space, settings, [], smac_version=version("smac"))
+    (tmp_path / LOG_NAME).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    calls = Counting(quadratic)
+    again = run_search(space, calls, settings, tmp_path, on_trial=lambda r, b: None, write_reports=False)
+    assert calls.calls == [] and again.replayed == 4

@@ -84,6 +84,18 @@ def test_held_out_data_is_regenerable_and_never_trained_on():
     assert not set(splits.train_add) & splits.held_out
 
 
+def test_validation_split_is_regenerable_disjoint_from_test_and_never_trained_on(tmp_path):
+    train = _train_module()
+    splits = train.make_splits()
+    train.write_task_data(splits, tmp_path)
+    for skill in train.SKILLS:
+        for name in (f"{skill}.jsonl", f"{skill}_val.jsonl"):  # both splits, byte for byte
+            assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+        val = [json.loads(line)["input"] for line in (DATA / f"{skill}_val.jsonl").open()]
+        assert val == splits.val[skill] and len(val) == 200
+        assert not set(val) & set(splits.test[skill]) and set(val) <= splits.held_out
+
+
 def test_training_is_deterministic():
     train = _train_module()
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()

@@ -10,9 +10,8 @@ from typing import Any
 
 import yaml
 
-from graphmerge.nodes.optimize import _ancestors
 from graphmerge.plan import Model
-from graphmerge.spec import GraphSpec
+from graphmerge.spec import GraphSpec, ancestors
 
 __all__ = ["component_versions", "model_card", "resolved_graph_yaml"]
 
@@ -104,7 +103,7 @@ def model_card(graph: GraphSpec, save_node: str, model: Model, dtype: str | None
     the model, its operation and all of its parameters (defaults included)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    before = _ancestors(graph, save_node)
+    before = ancestors(graph, save_node)
     upstream = [n for n in graph.order if n in before]
     sources = _source_models(graph, upstream)
     merges = [graph.nodes[n] for n in upstream if graph.nodes[n].op == "merge"]

@@ -70,7 +70,8 @@ def _tokenizer_key(files: list[Path]) -> str:
 class LoadParams(NodeParams):
     path: str = Field(
         description="model folder (relative to the graph), hub id org/name[@revision] or hf://..., "
-        "a PEFT LoRA adapter folder, or MODEL+ADAPTER"
+        "a PEFT LoRA adapter folder, or MODEL+ADAPTER",
+        json_schema_extra={"local_or_hub": True},  # local parts are made absolute like paths
     )
 
 
@@ -217,7 +218,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
             },
             indent=2,
         ),
-        "graph.yaml": resolved_graph_yaml(ctx.graph),
+        "graph.yaml": model.recipe(out) if model.recipe is not None else resolved_graph_yaml(ctx.graph),
     }
     outcome = save_hf_model(
         out,

@@ -6,20 +6,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from graphmerge.errors import SpecError
 from graphmerge.executor import RunContext, run_nodes
 from graphmerge.nodes.evaluate import EvaluationOptions
+from graphmerge.nodes.optimize_outputs import Recipe, score_models
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
-from graphmerge.spec import GraphSpec, build_graph
+from graphmerge.spec import GraphSpec, ancestors, build_graph
 
 EVAL_NODE = "__evaluate__"
 
@@ -28,10 +28,16 @@ class ObjectiveEntry(NodeParams):
     task: str = Field(description="lm-eval task name")
     metric: str | None = Field(None, description="metric to optimise (default: the task's first)")
     weight: float = Field(1.0, ge=0, description="weight in the single-objective weighted sum")
+    held_out: str | None = Field(
+        None,
+        description="task with the same metric on held-out data, scored for the best model and the sources",
+    )
 
 
 class EvaluationSettings(EvaluationOptions):
     """The `evaluate` node's lm-eval settings; `limit` applies when the facade has no budgets."""
+
+    held_out_limit: int | None = Field(None, ge=1, description="held-out examples per task (None: all)")
 
 
 class OptimizeParams(NodeParams):
@@ -71,6 +77,11 @@ class OptimizeParams(NodeParams):
             raise ValueError("give `smac:` to search or `config:` to evaluate one configuration")
         if self.smac is not None and self.config is not None:
             raise ValueError("give `smac:` or `config:`, not both")
+        with_held_out = [o.task for o in self.objectives if o.held_out]
+        if with_held_out and len(with_held_out) != len(self.objectives):
+            raise ValueError(
+                f"give `held_out` for every objective or for none (only {with_held_out} have one)"
+            )
         return self
 
     def refs(self) -> list[str]:
@@ -123,9 +134,9 @@ def evaluate_spec(params: OptimizeParams, input_ref: str, limit: int | None) -> 
     ev = params.evaluation
     return {
         "input": input_ref,
-        "tasks": [o.model_dump(exclude_none=True) for o in params.objectives],
+        "tasks": [o.model_dump(exclude_none=True, exclude={"held_out"}) for o in params.objectives],
         "include_path": [str(p) for p in params.include_path],
-        **ev.model_dump(exclude={"limit"}),
+        **ev.model_dump(exclude={"limit", "held_out_limit"}),
         "limit": limit if limit is not None else ev.limit,
     }
 
@@ -203,14 +214,14 @@ class TrialRunner:
                 trust_remote_code=self.trust_remote_code,
             )
             spec = graph.nodes[self.node_name]
-            ancestors = _ancestors(graph, self.node_name)
+            ancestors_ = ancestors(graph, self.node_name)
             sub = GraphSpec(
                 file=graph.file,
                 dir=graph.dir,
                 text=graph.text,
                 vars=graph.vars,
-                nodes={n: graph.nodes[n] for n in ancestors},
-                order=tuple(n for n in graph.order if n in ancestors),
+                nodes={n: graph.nodes[n] for n in ancestors_},
+                order=tuple(n for n in graph.order if n in ancestors_),
                 seed=graph.seed,
                 lines=graph.lines,
             )
@@ -253,59 +264,6 @@ class TrialRunner:
         )
 
 
-def _ancestors(graph: GraphSpec, name: str) -> set[str]:
-    out: set[str] = set()
-    stack = [r.split(".")[0] for r in graph.nodes[name].inputs]
-    while stack:
-        n = stack.pop()
-        if n in out or n not in graph.nodes:
-            continue
-        out.add(n)
-        stack.extend(r.split(".")[0] for r in graph.nodes[n].inputs)
-    return out
-
-
-def _reference_scores(
-    ctx: RunContext, params: OptimizeParams, model: Model, limit: int | None
-) -> dict[str, Any]:
-    """The objectives' weighted score of an input model (cached like any evaluation)."""
-    from graphmerge.nodes.evaluate import EvaluateParams, run_evaluation
-
-    eval_params = EvaluateParams(**evaluate_spec(params, "reference", limit))
-    result = run_evaluation(ctx, eval_params, model)
-    weights = {o.task: o.weight for o in params.objectives}
-    result["score"] = sum(result["scores"][t] * w for t, w in weights.items())
-    return result
-
-
-def export_recipe(
-    ctx: RunContext, params: OptimizeParams, config: Mapping[str, Any], nodes: dict[str, Any], note: str
-) -> str:
-    """A standalone graph that rebuilds the chosen model without searching."""
-    outer_names = sorted(_ancestors(ctx.graph, ctx.node_name), key=lambda n: ctx.graph.order.index(n))
-    clash = [n for n in outer_names if n in nodes]
-    if clash:
-        raise SpecError(
-            f"graph node names {clash} clash with the strategy's trial node names", fix="rename those nodes"
-        )
-    out_nodes: dict[str, Any] = {n: dict(ctx.graph.nodes[n].raw) for n in outer_names}
-    out_nodes.update(nodes)
-    out_nodes["save"] = {"op": "save", "input": params.output, "path": "${out}"}
-    doc = {"seed": ctx.graph.seed, "vars": {"out": f"out/{ctx.node_name}_best"}, "nodes": out_nodes}
-    header = f"# {note}\n# configuration: {dict(config)}\n"
-    return header + yaml.safe_dump(_plain(doc), sort_keys=False, default_flow_style=None, width=120)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 OUTPUTS = ("best", "pareto", "scores", "config", "trials", "recipe", "report")
 
 
@@ -338,8 +296,7 @@ def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, A
 )
 def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Search merge recipes with SMAC (or evaluate one fixed configuration of a strategy)."""
-    from graphmerge.cache import atomic_write_bytes
-    from graphmerge.search import Objective, SmacSettings, progress_line, run_search, validate_config
+    from graphmerge.search import validate_config
 
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -352,29 +309,52 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
     problem = build_problem(params, inputs, ctx.seed)
     runner = TrialRunner(ctx, params, outer, problem)
 
-    if params.config is not None:
-        config = validate_config(problem.space, params.config, where=f"{ctx.node_name}.config")
-        outcome = runner(config, None)
-        ctx.log(f"{ctx.node_name}: fixed configuration scores {dict(outcome.scores)}")
-        best_model = runner.model_for(config)
-        recipe = export_recipe(ctx, params, config, problem.make_nodes(config, None), "fixed configuration")
-        recipe_path = out_dir / "recipe.yaml"
-        atomic_write_bytes(recipe_path, recipe.encode())
-        ctx.extras.update(trials=1, best={"config": dict(config), "scores": dict(outcome.scores)})
-        return {
-            "best": best_model,
-            "pareto": {},
-            "scores": dict(outcome.scores),
-            "config": dict(config),
-            "trials": None,
-            "recipe": str(recipe_path),
-            "report": None,
-        }
+    if params.config is None:
+        return _search(ctx, params, inputs, problem, runner, out_dir)
+    config = validate_config(problem.space, params.config, where=f"{ctx.node_name}.config")
+    outcome = runner(config, None)
+    ctx.log(f"{ctx.node_name}: fixed configuration scores {dict(outcome.scores)}")
+    recipe = _recipe(ctx, params, problem, config, "fixed configuration")
+    recipe_path = _write_recipe(recipe, out_dir / "recipe.yaml")
+    ctx.extras.update(trials=1, best={"config": dict(config), "scores": dict(outcome.scores)})
+    return {
+        "best": replace(runner.model_for(config), recipe=recipe.render),
+        "pareto": {},
+        "scores": dict(outcome.scores),
+        "config": dict(config),
+        "trials": None,
+        "recipe": str(recipe_path),
+        "report": None,
+    }
+
+
+def _recipe(
+    ctx: RunContext, params: OptimizeParams, problem: SearchProblem, config: Mapping[str, Any], note: str
+) -> Recipe:
+    return Recipe(
+        graph=ctx.graph,
+        node_name=ctx.node_name,
+        output=params.output,
+        nodes=problem.make_nodes(config, None),
+        config=dict(config),
+        note=note,
+    )
+
+
+def _write_recipe(recipe: Recipe, path: Path) -> Path:
+    from graphmerge.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, recipe.render(path.parent).encode())
+    return path
+
+
+def _smac_settings(params: OptimizeParams):
+    from graphmerge.search import Objective, SmacSettings
 
     try:
-        settings = SmacSettings(
+        return SmacSettings(
             **{
-                **params.smac,
+                **(params.smac or {}),
                 "objectives": [Objective(name=o.task, weight=o.weight) for o in params.objectives],
             }
         )
@@ -384,10 +364,65 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
         raise SpecError(
             f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README"
         ) from None
-    n_trials = settings.n_trials
+
+
+def held_out_spec(params: OptimizeParams) -> dict[str, Any] | None:
+    """The evaluate spec that scores models on the objectives' held-out tasks (None: none declared)."""
+    if not any(o.held_out for o in params.objectives):
+        return None
+    spec = evaluate_spec(params, "reference", params.evaluation.held_out_limit)
+    spec["tasks"] = [
+        {"task": o.held_out, "weight": o.weight, **({"metric": o.metric} if o.metric else {})}
+        for o in params.objectives
+    ]
+    return spec
+
+
+def _check_held_out(params: OptimizeParams) -> None:
+    """Unknown held-out tasks or metrics are errors before the search, not after hours of trials."""
+    from graphmerge.evaluation.tasks import task_metrics
+
+    include = [str(p) for p in params.include_path]
+    for o in params.objectives:
+        if o.held_out is None:
+            continue
+        metrics = task_metrics(o.held_out, include)
+        if o.metric is not None and o.metric not in metrics:
+            raise SpecError(
+                f"held-out task {o.held_out!r} does not report metric {o.metric!r}",
+                where=f"objective {o.task}",
+                fix=f"pick a held-out task with the same metric (it reports {metrics})",
+            )
+
+
+def _merge_worker_stats(ctx: RunContext, result: Any) -> None:
+    """Trials run on Dask workers count their tasks and evaluations in the workers' own contexts; add them
+    here so that --json tells the whole run's work."""
+    for r in result.trials:
+        if r.replayed or r.infeasible:
+            continue
+        ctx.stats.tasks_executed += int(r.extra.get("executed", 0))
+        ctx.stats.tasks_cached += int(r.extra.get("cached", 0))
+        ctx.stats.evaluations_run += int(r.extra.get("evaluations_run", 0))
+        ctx.stats.evaluations_cached += int(r.extra.get("evaluations_cached", 0))
+
+
+def _search(
+    ctx: RunContext,
+    params: OptimizeParams,
+    inputs: Mapping[str, Any],
+    problem: SearchProblem,
+    runner: TrialRunner,
+    out_dir: Path,
+) -> dict[str, Any]:
+    from graphmerge.search import progress_line, run_search
+    from graphmerge.search.pareto import member_name
+
+    settings = _smac_settings(params)
+    _check_held_out(params)
 
     def on_trial(record, best) -> None:
-        ctx.log(progress_line(record, best, n_trials))
+        ctx.log(progress_line(record, best, settings.n_trials))
 
     result = run_search(
         problem.space,
@@ -397,35 +432,39 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
         on_trial,
         initial_configs=problem.initial_configs,
         is_feasible=problem.is_feasible,
+        write_reports=False,
     )
+    if settings.n_workers > 1:
+        _merge_worker_stats(ctx, result)
+    if result.diverged:
+        ctx.log(f"{ctx.node_name}: {result.divergence_note()}")
     if result.best is None:
         raise SpecError(
             "the search finished without a single feasible trial", fix="widen the space or raise n_trials"
         )
-    best_config = dict(result.best.config)
-    best_model = runner.model_for(best_config)
-    pareto = {f"pareto_{i}": runner.model_for(r.config) for i, r in enumerate(result.pareto)}
-    note = f"best of {len(result.trials)} trials of '{ctx.node_name}' (trial #{result.best.order}, scores {dict(result.best.scores)})"
-    recipe_path = out_dir / "best_recipe.yaml"
-    atomic_write_bytes(
-        recipe_path,
-        export_recipe(ctx, params, best_config, problem.make_nodes(best_config, None), note).encode(),
+    best = result.best
+    best_config = dict(best.config)
+    sources = {ref: inputs[ref] for ref in params.refs()}
+    # The sources on the search's own tasks at the best trial's budget: the reference lines of report.png.
+    references = score_models(ctx, evaluate_spec(params, "reference", best.limit), sources)
+
+    note = (
+        f"best of {len(result.trials) + len(result.history)} trials of '{ctx.node_name}' "
+        f"(trial #{best.number}, scores {dict(best.scores)})"
     )
+    recipe = _recipe(ctx, params, problem, best_config, note)
+    recipe_path = _write_recipe(recipe, out_dir / "best_recipe.yaml")
+    best_model = replace(runner.model_for(best_config), recipe=recipe.render)
+    pareto = {}
     for i, rec in enumerate(result.pareto):
-        path = out_dir / f"pareto_{i}_recipe.yaml"
-        atomic_write_bytes(
-            path,
-            export_recipe(
-                ctx,
-                params,
-                rec.config,
-                problem.make_nodes(rec.config, None),
-                f"Pareto member {i}: {dict(rec.scores)}",
-            ).encode(),
-        )
+        name = member_name(i)  # also the label of this point in pareto.png
+        member = _recipe(ctx, params, problem, rec.config, f"{name}: trial #{rec.number}, {dict(rec.scores)}")
+        _write_recipe(member, out_dir / f"{name}_recipe.yaml")
+        pareto[name] = replace(runner.model_for(rec.config), recipe=member.render)
+
     if params.strategy == "prune" and params.base:
-        reference = _reference_scores(ctx, params, inputs[params.base], result.best.limit)
-        kept = result.best.score / reference["score"] if reference["score"] else None
+        reference = references[params.base]
+        kept = best.score / reference["score"] if reference["score"] else None
         ctx.extras["unpruned"] = {
             "scores": reference["scores"],
             "score": reference["score"],
@@ -435,29 +474,76 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
             f"{ctx.node_name}: unpruned {reference['scores']}; the pruned model keeps "
             + (f"{kept:.1%} of its score" if kept is not None else "an undefined share (unpruned score 0)")
         )
+    held_out = _held_out(ctx, params, sources, best_model, pareto, out_dir)
+    caption = None
+    if held_out is not None:
+        caption = (
+            f"held-out ({' + '.join(held_out['tasks'].values())}): best {held_out['best']['score']:.4g}; "
+            + ", ".join(f"{k} {v['score']:.4g}" for k, v in held_out["sources"].items())
+        )
+    files = result.write(out_dir, references={k: v["score"] for k, v in references.items()}, caption=caption)
     executed = [r.extra.get("executed", 0) for r in result.trials if not r.replayed]
     ctx.extras.update(
         trials=len(result.trials),
         trials_evaluated=result.evaluated,
         trials_replayed=result.replayed,
+        trials_in_history=len(result.history),
+        diverged=result.diverged,
         best={
+            "trial": best.number,
             "config": best_config,
-            "scores": dict(result.best.scores),
-            "score": result.best.score,
-            "budget": result.best.limit,
+            "scores": dict(best.scores),
+            "score": best.score,
+            "budget": best.limit,
         },
-        pareto=[{"config": dict(r.config), "scores": dict(r.scores)} for r in result.pareto],
-        files={k: str(v) for k, v in {**result.files, "recipe": recipe_path}.items()},
+        sources={k: {**v, "budget": best.limit} for k, v in references.items()},
+        pareto=[
+            {"name": member_name(i), "trial": r.number, "config": dict(r.config), "scores": dict(r.scores)}
+            for i, r in enumerate(result.pareto)
+        ],
+        files={k: str(v) for k, v in {**files, "recipe": recipe_path}.items()},
     )
+    if held_out is not None:
+        ctx.extras["held_out"] = held_out
     if executed:
         ctx.extras["mean_executed_per_new_trial"] = sum(executed) / len(executed)
-    ctx.log(f"{ctx.node_name}: best {dict(result.best.scores)} -> recipe {recipe_path}")
+    ctx.log(f"{ctx.node_name}: best {dict(best.scores)} (trial #{best.number}) -> recipe {recipe_path}")
     return {
         "best": best_model,
         "pareto": pareto,
-        "scores": dict(result.best.scores),
+        "scores": dict(best.scores),
         "config": best_config,
-        "trials": str(result.files.get("trials_jsonl", out_dir / "trials.jsonl")),
+        "trials": str(files.get("trials_jsonl", out_dir / "trials.jsonl")),
         "recipe": str(recipe_path),
-        "report": str(result.files.get("report_png", "")),
+        "report": str(files.get("report_png", "")),
     }
+
+
+def _held_out(
+    ctx: RunContext,
+    params: OptimizeParams,
+    sources: Mapping[str, Model],
+    best: Model,
+    pareto: Mapping[str, Model],
+    out_dir: Path,
+) -> dict[str, Any] | None:
+    """Best model, Pareto members and sources scored on the held-out tasks; also written to held_out.json."""
+    import json
+
+    from graphmerge.cache import atomic_write_bytes
+
+    spec = held_out_spec(params)
+    if spec is None:
+        return None
+    scored = score_models(ctx, spec, {"best": best, **pareto, **sources})
+    report = {
+        "tasks": {o.task: o.held_out for o in params.objectives},
+        "limit": spec["limit"],
+        "best": scored["best"],
+        "pareto": {k: scored[k] for k in pareto},
+        "sources": {k: scored[k] for k in sources},
+    }
+    atomic_write_bytes(out_dir / "held_out.json", (json.dumps(report, indent=2) + "\n").encode())
+    line = ", ".join(f"{k} {v['score']:.4g}" for k, v in report["sources"].items())
+    ctx.log(f"{ctx.node_name}: held-out score: best {scored['best']['score']:.4g}; sources: {line}")
+    return report

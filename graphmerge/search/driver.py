@@ -8,17 +8,21 @@ asks for a (config, budget) that the log already holds, we tell it the logged ou
 SMAC is deterministic given its seed and the sequence of tells, so with n_workers=1 a resumed run asks exactly
 the configs the uninterrupted run asked, and its final log is identical (tests check this).
 
-Guarantees (n_workers=1):
+Guarantees (tests/test_search_determinism.py runs each in fresh processes with different hash seeds):
+  * the same space, settings and seed ask the same trials in any process: SMAC's local search no longer
+    orders its start points by Python's string hash (see determinism.py);
   * a SIGKILL loses only the trial being evaluated (each finished trial is one fsync'ed JSONL line);
   * Ctrl-C (KeyboardInterrupt, also raised inside the objective) stops after the last finished trial and raises
-    SearchInterrupted; rerunning resumes;
+    SearchInterrupted; rerunning resumes exactly where the uninterrupted run would be;
   * raising n_trials extends a finished run: the old trials replay, new ones follow as if it had never stopped
     (the SMAC scenario's own n_trials is fixed and huge, so the initial design does not depend on n_trials);
   * a log from a different search (space, seed, facade, budgets, eta, objectives, initial design) is refused
-    with a SpecError; a replay that diverges anyway (e.g. another SMAC version) is reported in the result
-    (`diverged`) and logged outcomes are still reused whenever their (config, budget) is asked again.
-With n_workers>1 trials are told in completion order, which depends on timing, so replay is a cache (no
-finished trial is re-evaluated if asked again) but the trajectory after resume may differ.
+    with a SpecError; a replay that leaves the log anyway (an edited log, other library versions) is counted
+    (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
+    and logged trials not asked again stay in the result's `history`: the best is chosen over everything
+    ever logged, so a rerun never reports a worse model than an earlier run found;
+  * with n_workers>1 trials are told in completion order; the log records how many asks preceded each tell,
+    and a replay tells logged trials at the same points, so a rerun asks the same trials and evaluates none.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphmerge.errors import GraphmergeError, SpecError
 
+from .determinism import library_versions, stable_acquisition_maximizer
 from .pareto import non_dominated
 from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
 from .report import atomic_write_bytes, convergence_png, pareto_png, trials_csv, trials_jsonl
@@ -125,6 +130,10 @@ class SmacSettings(BaseModel):
 
 @dataclass(frozen=True)
 class SearchResult:
+    """A finished (or resumed, or extended) search. `trials` are this run's told trials, numbered 1..n;
+    `history` holds logged trials this run did not ask for again (a diverged replay, a shrunk n_trials),
+    numbered after them: they stay results of this search, and `best` is chosen over both."""
+
     trials: tuple[TrialRecord, ...]
     objectives: tuple[Objective, ...]
     multi_objective: bool
@@ -132,10 +141,20 @@ class SearchResult:
     pareto: tuple[TrialRecord, ...]  # multi-objective: non-dominated trials at the highest budget reached
     replayed: int = 0
     evaluated: int = 0
-    diverged: bool = False
-    unused_log_entries: int = 0
+    diverged: int = 0  # asks that left the logged trajectory while logged trials remained
+    diverged_at: int | None = None  # number of the first such trial
+    history: tuple[TrialRecord, ...] = ()
+    libraries_then: Mapping[str, str] | None = None  # the log's library versions, when they differ
     log_path: Path | None = None
     files: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def unused_log_entries(self) -> int:
+        return len(self.history)
+
+    @property
+    def all_trials(self) -> tuple[TrialRecord, ...]:
+        return self.trials + self.history
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -145,20 +164,33 @@ class SearchResult:
     def best_scores(self) -> dict[str, float] | None:
         return None if self.best is None else dict(self.best.scores)
 
-    def write(self, out_dir: Path) -> dict[str, Path]:
-        """trials.jsonl, trials.csv, report.png and (multi-objective) pareto.png, each written atomically."""
+    def divergence_note(self) -> str:
+        return (
+            f"the replay left the trial log at trial {self.diverged_at} ({self.diverged} asks differed); "
+            f"{len(self.history)} logged trials not asked again stay in the history and count for the best"
+        )
+
+    def write(
+        self, out_dir: Path, references: Mapping[str, float] | None = None, caption: str | None = None
+    ) -> dict[str, Path]:
+        """trials.jsonl, trials.csv, report.png and (multi-objective) pareto.png, each written atomically.
+        `references`: scores of other models (e.g. the sources) drawn as horizontal lines on report.png;
+        `caption`: a line under its title (e.g. the held-out scores)."""
         out_dir = Path(out_dir)
         files = {
             "trials_jsonl": out_dir / "trials.jsonl",
             "trials_csv": out_dir / "trials.csv",
             "report_png": out_dir / "report.png",
         }
-        atomic_write_bytes(files["trials_jsonl"], trials_jsonl(self.trials))
-        atomic_write_bytes(files["trials_csv"], trials_csv(self.trials, self.objectives))
-        atomic_write_bytes(files["report_png"], convergence_png(self.trials))
+        rows = self.all_trials
+        atomic_write_bytes(files["trials_jsonl"], trials_jsonl(rows, len(self.trials)))
+        atomic_write_bytes(files["trials_csv"], trials_csv(rows, self.objectives, len(self.trials)))
+        atomic_write_bytes(
+            files["report_png"], convergence_png(rows, self.best, references or {}, caption=caption)
+        )
         if self.multi_objective:
             files["pareto_png"] = out_dir / "pareto.png"
-            top = _at_highest_budget(self.trials)
+            top = _at_highest_budget(rows)
             atomic_write_bytes(files["pareto_png"], pareto_png(top, self.pareto, self.objectives))
         return files
 
@@ -179,24 +211,44 @@ def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
     return max(pool, key=lambda r: (r.score, -r.order))
 
 
-def progress_line(record: TrialRecord, best: TrialRecord | None, n_trials: int) -> str:
-    """One line per trial: number, budget, scores, best so far, extra (e.g. executed/cached nodes)."""
-    parts = [f"trial {record.order + 1}/{n_trials}"]
+LINE_WIDTH = 100
+
+
+def progress_line(
+    record: TrialRecord, best: TrialRecord | None, n_trials: int, width: int = LINE_WIDTH
+) -> str:
+    """One line per trial, at most `width` columns: number, budget, score, best so far, work done, time.
+    Per-objective scores are shown when they fit; work counts are the trial's executed/total tensor tasks
+    and run/total evaluations."""
+    head = [f"trial {record.number}/{n_trials}"]
     if record.limit is not None:
-        parts.append(f"budget {record.limit}")
+        head.append(f"budget {record.limit}")
+    details: list[str] = []
     if record.infeasible:
-        parts.append("infeasible" + (f" ({record.extra['reason']})" if "reason" in record.extra else ""))
+        score = "infeasible" + (f" ({record.extra['reason']})" if "reason" in record.extra else "")
     else:
-        parts.append(
-            " ".join(f"{k}={v:.4g}" for k, v in record.scores.items()) + f" (score {record.score:.4g})"
-        )
+        score = f"score {record.score:.4g}"
+        # Per-objective scores with names when they fit, else just the values in objective order.
+        details.append(" ".join(f"{k}={v:.3g}" for k, v in record.scores.items()))
+        details.append("/".join(f"{v:.3g}" for v in record.scores.values()))
+    tail = []
     if best is not None:
-        parts.append(f"best {best.score:.4g} (#{best.order + 1})")
-    extra = {k: v for k, v in record.extra.items() if k != "reason" and isinstance(v, (int, float, str))}
-    if extra:
-        parts.append(" ".join(f"{k}={v}" for k, v in extra.items()))
-    parts.append("replayed" if record.replayed else f"{record.time_s:.1f}s")
-    return " | ".join(parts)
+        tail.append(f"best {best.score:.4g} #{best.number}")
+    x, work = record.extra, []
+    if "executed" in x and "cached" in x:
+        work.append(f"tasks {x['executed']}/{int(x['executed']) + int(x['cached'])}")
+    if "evaluations_run" in x and "evaluations_cached" in x:
+        work.append(
+            f"evals {x['evaluations_run']}/{int(x['evaluations_run']) + int(x['evaluations_cached'])}"
+        )
+    if work:
+        tail.append(" ".join(work))
+    tail.append("replayed" if record.replayed else f"{record.time_s:.1f}s")
+    for middle in [*(f"{score} ({d})" for d in details), score]:
+        line = " | ".join([*head, middle, *tail])
+        if len(line) <= width:
+            return line
+    return line[: width - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -256,6 +308,7 @@ def _make_smac(
         scenario,
         None,  # pure ask/tell: we evaluate
         model=model,
+        acquisition_maximizer=stable_acquisition_maximizer(facade, scenario),
         intensifier=intensifier,
         initial_design=initial_design,
         multi_objective_algorithm=ParEGO(scenario) if settings.multi_objective else None,
@@ -311,32 +364,51 @@ class _Session:
         self.records: list[TrialRecord] = []
         self.replayed = 0
         self.evaluated = 0
-        self.diverged = False
+        self.diverged = 0
+        self.diverged_at: int | None = None
 
     def limit_for(self, budget: float | None) -> int | None:
         if budget is None:
             return self.settings.max_budget  # hpo: evaluate at max_budget (None = full task)
         return max(1, int(round(budget)))
 
-    def lookup(self, config: dict[str, Any], budget: float | None) -> TrialRecord | None:
+    def _diverge(self, number: int, why: str) -> None:
+        self.diverged += 1
+        if self.diverged_at is None:
+            self.diverged_at = number
+            log.warning(
+                "replay diverged at trial %d: %s; logged results are still reused when asked again and "
+                "every logged trial counts for the best",
+                number,
+                why,
+            )
+
+    def lookup(self, config: dict[str, Any], budget: float | None, asked: int) -> TrialRecord | None:
+        """The logged result of (config, budget), with its logged order; None if it has to be evaluated.
+        `asked` is this ask's 1-based index."""
         queue = self.cache.get(trial_key(config, budget))
         if not queue:
-            if self.replayed < self.logged and not self.diverged:
-                # The log still holds trials this run has not asked for: SMAC left the logged trajectory.
-                self.diverged = True
-                log.warning(
-                    "replay diverged at trial %d: SMAC asked for a config the log does not have; logged "
-                    "outcomes will still be reused when asked again",
-                    len(self.records) + 1,
-                )
+            if self.replayed < self.logged:
+                self._diverge(asked, "SMAC asked for a configuration the log does not have")
             return None
         entry = queue.popleft()
-        if int(entry.get("order", -1)) != len(self.records) and self.settings.n_workers == 1:
-            self.diverged = True
+        if self.settings.n_workers == 1 and int(entry.get("order", -1)) != len(self.records):
+            self._diverge(
+                asked, f"SMAC asked for logged trial #{int(entry.get('order', -1)) + 1} out of turn"
+            )
         self.replayed += 1
-        rec = TrialRecord.from_json(entry, replayed=True, order=len(self.records))
+        rec = TrialRecord.from_json(entry, replayed=True)
         # The weighted score is recomputed, not trusted: it must match this session's objectives exactly.
         return _with_score(rec, self.objectives)
+
+    def history(self) -> list[TrialRecord]:
+        """Logged trials this run did not ask for, in log order, numbered after this run's trials."""
+        left = sorted((e for q in self.cache.values() for e in q), key=lambda e: self.tlog.entries.index(e))
+        start = len(self.records)
+        return [
+            _with_score(TrialRecord.from_json(e, replayed=True, order=start + i), self.objectives)
+            for i, e in enumerate(left)
+        ]
 
     def infeasible_record(self, config, budget, reason: str, extra: Mapping[str, Any] | None = None):
         outcome = TrialOutcome(scores={}, extra={"reason": reason, **(extra or {})}, infeasible=True)
@@ -361,11 +433,16 @@ class _Session:
             extra=dict(outcome.extra),
         )
 
-    def tell(self, smac, info, record: TrialRecord) -> None:
+    def tell(self, smac, info, record: TrialRecord, asked: int) -> None:
+        """Tell SMAC, numbered as the next trial; a new record is logged first with `asked` (the number of
+        asks so far), so that a crash between log and tell replays cleanly."""
         from smac.runhistory import TrialValue
 
-        if not record.replayed:
-            self.tlog.append(record)  # log first: a crash between log and tell replays cleanly
+        if record.replayed:
+            record = replace(record, order=len(self.records))
+        else:
+            record = replace(record, order=len(self.records), asks_before_tell=asked)
+            self.tlog.append(record)
             self.evaluated += 1
         value = TrialValue(
             cost=record.costs(self.objectives, self.settings.multi_objective),
@@ -391,8 +468,6 @@ def _with_score(rec: TrialRecord, objectives: Sequence[Objective]) -> TrialRecor
     missing = [o.name for o in objectives if o.name not in rec.scores]
     if missing:
         raise SpecError(f"a logged trial has no score for {missing}", where="trial log", fix="delete the log")
-    from dataclasses import replace
-
     return replace(rec, score=weighted_score(rec.scores, objectives))
 
 
@@ -418,11 +493,17 @@ def run_search(
     initial = [
         validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
     ]
-    fingerprint = _fingerprint(space, settings, initial)
+    libraries = library_versions()
     tlog = TrialLog(
         state_dir / LOG_NAME,
-        fingerprint,
-        {"space": space_fingerprint(space), "settings": settings.trajectory_fields(), "created": time.time()},
+        _fingerprint(space, settings, initial),
+        {
+            "space": space_fingerprint(space),
+            "settings": settings.trajectory_fields(),
+            "libraries": libraries,
+            "created": time.time(),
+        },
+        also_accept=(_fingerprint(space, settings, initial, smac_version=libraries["smac"]),),
     )
     session = _Session(settings, tlog, on_trial, is_feasible)
     smac_logger = logging.getLogger("smac")
@@ -454,18 +535,24 @@ def run_search(
         shutil.rmtree(tmp, ignore_errors=True)
 
     records = session.records
-    top = _at_highest_budget(records)
-    unused = sum(len(q) for q in session.cache.values())
+    history = session.history()
+    everything = records + history
     result = SearchResult(
         trials=tuple(records),
         objectives=tuple(settings.objectives),
         multi_objective=settings.multi_objective,
-        best=best_record(records),
-        pareto=tuple(non_dominated(top, settings.objectives)) if settings.multi_objective else (),
+        best=best_record(everything),
+        pareto=(
+            tuple(non_dominated(_at_highest_budget(everything), settings.objectives))
+            if settings.multi_objective
+            else ()
+        ),
         replayed=session.replayed,
         evaluated=session.evaluated,
         diverged=session.diverged,
-        unused_log_entries=unused,
+        diverged_at=session.diverged_at,
+        history=tuple(history),
+        libraries_then=tlog.libraries_then,
         log_path=tlog.path,
     )
     if write_reports:
@@ -474,21 +561,25 @@ def run_search(
     return result
 
 
-def _fingerprint(space: ConfigurationSpace, settings: SmacSettings, initial: list[dict[str, Any]]) -> str:
+def _fingerprint(
+    space: ConfigurationSpace,
+    settings: SmacSettings,
+    initial: list[dict[str, Any]],
+    smac_version: str | None = None,
+) -> str:
+    """What makes two searches the same search. Library versions are not part of it (they are recorded in
+    the log header instead); `smac_version` gives the fingerprint older logs were written with."""
     import hashlib
     import json
-    from importlib.metadata import version
 
-    blob = json.dumps(
-        {
-            "space": space_fingerprint(space),
-            "settings": settings.trajectory_fields(),
-            "initial": initial,
-            "smac": version("smac"),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    blob: dict[str, Any] = {
+        "space": space_fingerprint(space),
+        "settings": settings.trajectory_fields(),
+        "initial": initial,
+    }
+    if smac_version is not None:
+        blob["smac"] = smac_version
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _ask(smac):
@@ -500,11 +591,11 @@ def _ask(smac):
         return None
 
 
-def _prepare(session: _Session, info) -> tuple[dict[str, Any], float | None, TrialRecord | None]:
+def _prepare(session: _Session, info, asked: int) -> tuple[dict[str, Any], float | None, TrialRecord | None]:
     """Replay or infeasibility: returns a record if the trial needs no evaluation."""
     config = config_to_dict(info.config)
     budget = None if info.budget is None else float(info.budget)
-    rec = session.lookup(config, budget)
+    rec = session.lookup(config, budget, asked)
     if rec is None and session.is_feasible is not None and not session.is_feasible(config):
         rec = session.infeasible_record(config, budget, "infeasible")
     return config, budget, rec
@@ -516,7 +607,8 @@ def _loop_sequential(smac, session: _Session, objective: ObjectiveFn) -> None:
         if info is None:
             log.warning("SMAC has no more configurations to try; stopping early")
             return
-        config, budget, rec = _prepare(session, info)
+        asked = len(session.records) + 1
+        config, budget, rec = _prepare(session, info, asked)
         if rec is None:
             try:
                 outcome, started, finished = _call_objective(objective, config, session.limit_for(budget))
@@ -525,7 +617,7 @@ def _loop_sequential(smac, session: _Session, objective: ObjectiveFn) -> None:
                 raise
             except Exception as e:
                 rec = session.error_record(config, budget, e)
-        session.tell(smac, info, rec)
+        session.tell(smac, info, rec, asked)
 
 
 def _dask_client(settings: SmacSettings):
@@ -543,29 +635,50 @@ def _dask_client(settings: SmacSettings):
 
 
 def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> None:
+    """Up to n_workers trials at once, told in completion order.
+
+    A replayed trial is told where the logged run told it: after as many asks as it records, in logged
+    order. SMAC's proposals depend on that interleaving, so an unchanged rerun asks exactly the logged
+    configurations and evaluates nothing; a resumed run continues from the same state."""
     from dask.distributed import wait
 
-    n_trials = session.settings.n_trials
+    n_trials, n_workers = session.settings.n_trials, session.settings.n_workers
     running: dict[Any, tuple[Any, dict[str, Any], float | None]] = {}
-    asked = len(session.records)
+    held: list[tuple[Any, TrialRecord]] = []  # replayed trials waiting for their logged tell point
+    asked = 0
     exhausted = False
+
+    def tell_held(force_one: bool = False) -> None:
+        due = [h for h in held if h[1].asks_before_tell is None or h[1].asks_before_tell <= asked]
+        if not due and force_one and held:
+            due = [min(held, key=lambda h: h[1].order)]  # the log and SMAC disagree: keep going in log order
+        for item in sorted(due, key=lambda h: h[1].order):
+            held.remove(item)
+            session.tell(smac, item[0], item[1], asked)
+
     try:
         while len(session.records) < n_trials:
-            while not exhausted and len(running) < session.settings.n_workers and asked < n_trials:
+            while not exhausted and len(running) + len(held) < n_workers and asked < n_trials:
                 info = _ask(smac)
                 if info is None:
                     exhausted = True
                     break
                 asked += 1
-                config, budget, rec = _prepare(session, info)
-                if rec is not None:
-                    session.tell(smac, info, rec)
-                    continue
-                fut = client.submit(_call_objective, objective, config, session.limit_for(budget), pure=False)
-                running[fut] = (info, config, budget)
+                config, budget, rec = _prepare(session, info, asked)
+                if rec is None:
+                    fut = client.submit(
+                        _call_objective, objective, config, session.limit_for(budget), pure=False
+                    )
+                    running[fut] = (info, config, budget)
+                elif rec.replayed:
+                    held.append((info, rec))
+                else:
+                    session.tell(smac, info, rec, asked)  # infeasible: nothing to evaluate
+                tell_held()
             if not running:
-                if exhausted or asked >= n_trials:
+                if not held:
                     return
+                tell_held(force_one=True)
                 continue
             done, _ = wait(list(running), return_when="FIRST_COMPLETED")
             finished = []
@@ -581,14 +694,8 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> N
                 finished.append((rec.finished, info, rec))
             # Completion order; ties by finish time keep the tell order reproducible within one wait().
             for _, info, rec in sorted(finished, key=lambda t: t[0]):
-                rec = _renumber(rec, len(session.records))
-                session.tell(smac, info, rec)
+                session.tell(smac, info, rec, asked)
+            tell_held()
     finally:
         for fut in running:
             fut.cancel()
-
-
-def _renumber(rec: TrialRecord, order: int) -> TrialRecord:
-    from dataclasses import replace
-
-    return rec if rec.order == order else replace(rec, order=order)

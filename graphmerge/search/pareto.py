@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from .records import Objective, TrialRecord
 
 
+def member_name(index: int) -> str:
+    """The name of the index-th Pareto member: its output key, its recipe file stem, its plot label."""
+    return f"pareto_{index}"
+
+
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """a dominates b: no worse everywhere and strictly better somewhere."""
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))

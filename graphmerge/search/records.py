@@ -77,8 +77,10 @@ def weighted_score(scores: Mapping[str, float], objectives: Sequence[Objective])
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One told trial. `order` is its position in SMAC's tell sequence; `budget` is SMAC's (float) budget,
-    `limit` the integer number of evaluation examples passed to the objective."""
+    """One told trial. `order` is its position in SMAC's tell sequence (shown everywhere as the 1-based
+    `number`); `budget` is SMAC's (float) budget, `limit` the integer number of evaluation examples passed to
+    the objective. `asks_before_tell`: how many configurations SMAC had been asked for when this trial was
+    told; with parallel workers that interleaving decides SMAC's next proposals, so replay restores it."""
 
     order: int
     config: Mapping[str, Any]
@@ -91,7 +93,12 @@ class TrialRecord:
     started: float = 0.0
     finished: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    asks_before_tell: int | None = None
     replayed: bool = False
+
+    @property
+    def number(self) -> int:
+        return self.order + 1
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,6 +124,7 @@ class TrialRecord:
             started=float(data.get("started", 0.0)),
             finished=float(data.get("finished", 0.0)),
             extra=dict(data.get("extra") or {}),
+            asks_before_tell=None if data.get("asks_before_tell") is None else int(data["asks_before_tell"]),
             replayed=replayed,
         )
 

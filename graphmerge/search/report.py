@@ -8,11 +8,12 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from graphmerge.filemode import file_mode
 
+from .pareto import member_name
 from .records import Objective, TrialRecord
 
 
@@ -35,24 +36,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def trials_jsonl(records: Sequence[TrialRecord]) -> bytes:
-    return "".join(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n" for r in records).encode()
+def trials_jsonl(records: Sequence[TrialRecord], asked: int | None = None) -> bytes:
+    """One JSON object per trial, numbered like the progress lines (`trial`, 1-based). Records past the
+    first `asked` are logged trials this run did not ask for again (`history: true`)."""
+    asked = len(records) if asked is None else asked
+    rows = []
+    for i, r in enumerate(records):
+        data = r.to_json()
+        data.pop("order")
+        rows.append({"trial": r.number, "history": i >= asked, **data})
+    return "".join(json.dumps(d, sort_keys=True, default=str) + "\n" for d in rows).encode()
 
 
-def trials_csv(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> bytes:
+def trials_csv(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], asked: int | None = None
+) -> bytes:
     """One row per trial; config parameters as columns (blank when inactive for that trial)."""
+    asked = len(records) if asked is None else asked
     params = sorted({k for r in records for k in r.config})
-    header = ["order", "budget", "limit", "score", *[f"score:{o.name}" for o in objectives]]
-    header += ["infeasible", "replayed", "time_s", "extra", *[f"param:{p}" for p in params]]
+    header = ["trial", "budget", "limit", "score", *[f"score:{o.name}" for o in objectives]]
+    header += ["infeasible", "replayed", "history", "time_s", "extra", *[f"param:{p}" for p in params]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
-    for r in records:
-        row = [r.order, "" if r.budget is None else r.budget, "" if r.limit is None else r.limit, r.score]
+    for i, r in enumerate(records):
+        row = [r.number, "" if r.budget is None else r.budget, "" if r.limit is None else r.limit, r.score]
         row += [r.scores.get(o.name, "") for o in objectives]
         row += [
             int(r.infeasible),
             int(r.replayed),
+            int(i >= asked),
             round(r.time_s, 3),
             json.dumps(dict(r.extra), default=str),
         ]
@@ -77,8 +90,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def convergence_png(records: Sequence[TrialRecord], title: str = "search convergence") -> bytes:
-    """Each trial's weighted score (colour = budget) and the best-so-far line per budget level."""
+def convergence_png(
+    records: Sequence[TrialRecord],
+    best: TrialRecord | None = None,
+    references: Mapping[str, float] | None = None,
+    title: str = "search convergence",
+    caption: str | None = None,
+) -> bytes:
+    """Each trial's weighted score (colour = budget) and the best-so-far line per budget level; the reported
+    best is circled, and each reference (e.g. a source model's score) is a dashed horizontal line."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     budgets = sorted({r.budget for r in records if r.budget is not None})
@@ -86,30 +106,52 @@ def convergence_png(records: Sequence[TrialRecord], title: str = "search converg
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
+    last = max((r.number for r in records), default=1)
     for i, level in enumerate(levels):
         color = cmap(0.15 + 0.7 * i / max(1, len(levels) - 1))
         pts = [r for r in records if r.budget == level and not r.infeasible]
         label = "trials" if level is None else f"budget {level:g}"
-        ax.scatter([r.order for r in pts], [r.score for r in pts], s=14, color=color, alpha=0.6, label=label)
-        xs, ys, best = [], [], None
+        ax.scatter([r.number for r in pts], [r.score for r in pts], s=14, color=color, alpha=0.6, label=label)
+        xs, ys, top = [], [], None
         for r in pts:
-            best = r.score if best is None else max(best, r.score)
-            xs.append(r.order)
-            ys.append(best)
+            top = r.score if top is None else max(top, r.score)
+            xs.append(r.number)
+            ys.append(top)
         if xs:
-            xs.append(max(r.order for r in records))
+            xs.append(last)
             ys.append(ys[-1])
             ax.step(xs, ys, where="post", color=color, linewidth=1.8)
     bad = [r for r in records if r.infeasible]
     if bad:
         lo = min((r.score for r in records), default=0.0)
-        ax.scatter([r.order for r in bad], [lo] * len(bad), marker="x", color="red", s=16, label="infeasible")
+        ax.scatter(
+            [r.number for r in bad], [lo] * len(bad), marker="x", color="red", s=16, label="infeasible"
+        )
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    for i, (name, value) in enumerate(sorted((references or {}).items())):
+        ax.axhline(
+            value, color="0.35", linestyle=styles[i % len(styles)], linewidth=1.0, label=f"{name} {value:.4g}"
+        )
+    if best is not None:
+        ax.scatter(
+            [best.number],
+            [best.score],
+            s=120,
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=1.8,
+            label=f"best: trial #{best.number} ({best.score:.4g})",
+            zorder=5,
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("weighted score (higher is better)")
-    ax.set_title(title)
+    if caption is None:
+        ax.set_title(title)
+    else:
+        ax.set_title(f"{title}\n{caption}", fontsize=9)
     ax.grid(alpha=0.3)
     if records:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
 
@@ -124,6 +166,7 @@ def pareto_png(
     ax.scatter(
         [r.scores[a.name] for r in pts], [r.scores[b.name] for r in pts], s=12, color="0.7", label="trials"
     )
+    names = {id(r): f"{member_name(i)} (#{r.number})" for i, r in enumerate(front)}
     fr = sorted(front, key=lambda r: a.utility(r.scores[a.name]))
     ax.plot(
         [r.scores[a.name] for r in fr],
@@ -134,7 +177,7 @@ def pareto_png(
     )
     for r in fr:
         ax.annotate(
-            str(r.order),
+            names[id(r)],
             (r.scores[a.name], r.scores[b.name]),
             fontsize=7,
             xytext=(3, 3),

@@ -4,9 +4,11 @@ SMAC's output directory is disposable (we always run it with overwrite=True in a
 Each line is written with a single write + flush + fsync, so a SIGKILL loses at most the trial being evaluated
 (its line is never started) or leaves one torn last line, which `open` truncates away.
 
-Line 1 is a header with the search fingerprint (space, settings that shape SMAC's trajectory, initial configs).
-A log whose fingerprint differs belongs to another search: opening it is an error rather than a silent restart,
-so nobody loses paid-for evaluations by editing a setting.
+Line 1 is a header with the search fingerprint (space, settings that shape SMAC's trajectory, initial configs)
+and the versions of the libraries that decide SMAC's proposals. A log whose fingerprint differs belongs to
+another search: opening it is an error rather than a silent restart, so nobody loses paid-for evaluations by
+editing a setting. A log written with other library versions is used (its trials are still valid results) with
+a warning that the replay may diverge.
 """
 
 from __future__ import annotations
@@ -42,10 +44,20 @@ def trial_key(config: Mapping[str, Any], budget: float | None) -> tuple[str, str
 class TrialLog:
     """Open (or create) the log at `path` for a search with `fingerprint`."""
 
-    def __init__(self, path: Path, fingerprint: str, header: Mapping[str, Any]):
+    def __init__(
+        self,
+        path: Path,
+        fingerprint: str,
+        header: Mapping[str, Any],
+        *,
+        also_accept: tuple[str, ...] = (),
+    ):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.also_accept = also_accept  # fingerprints of the same search written by older versions
+        self.header = dict(header)
         self.entries: list[dict[str, Any]] = []
+        self.libraries_then: dict[str, str] | None = None  # set when the log's library versions differ
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
@@ -73,12 +85,22 @@ class TrialLog:
             raise SpecError(
                 "the trial log has no header line", where=str(self.path), fix="delete it to start over"
             )
-        if header.get("fingerprint") != self.fingerprint:
+        if header.get("fingerprint") not in (self.fingerprint, *self.also_accept):
             raise SpecError(
                 "the trial log belongs to a different search (search space, seed, facade, budgets, objectives "
                 "or initial configs changed)",
                 where=str(self.path),
                 fix="restore the old settings to resume, or delete the log / use another state dir to start over",
+            )
+        then, now = header.get("libraries"), self.header.get("libraries")
+        if then != now:
+            self.libraries_then = dict(then or {})
+            log.warning(
+                "%s was written with %s, this run uses %s: SMAC may propose other trials than the log holds; "
+                "logged results are still reused and kept",
+                self.path,
+                _versions(then),
+                _versions(now),
             )
         for i, line in enumerate(lines[1:], start=2):
             entry = self._parse(line, i)
@@ -121,6 +143,12 @@ class TrialLog:
             f.write(data)  # one write per line: a crash leaves at most one torn line at the end
             f.flush()
             os.fsync(f.fileno())
+
+
+def _versions(libraries: Mapping[str, str] | None) -> str:
+    if not libraries:
+        return "unrecorded library versions"
+    return ", ".join(f"{k} {v}" for k, v in sorted(libraries.items()))
 
 
 def _fsync_dir(path: Path) -> None:

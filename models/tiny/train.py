@@ -2,6 +2,7 @@
 
     python models/tiny/train.py            # retrain everything, write models/tiny/{base,add,reverse,sort}
                                            # and the held-out task data graphs/tasks/tiny/data/*.jsonl
+    python models/tiny/train.py --data-only   # only the task data: test SKILL.jsonl, validation SKILL_val.jsonl
 
 Deterministic on CPU: fixed seeds, torch.use_deterministic_algorithms(True) and one intra-op thread
 (CPU matmul results may depend on the thread count, so the thread count is fixed, not the default).
@@ -133,23 +134,30 @@ def make_splits(seed: int = DATA_SEED) -> Splits:
 
 
 def write_task_data(splits: Splits, out_dir: Path) -> None:
+    """SKILL.jsonl: the held-out test split; SKILL_val.jsonl: the validation split that searches select on.
+    Neither is ever trained on. Each split draws its distractors from its own generator, so adding the
+    validation files left the test files byte-identical."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for skill in SKILLS:
-        rng = random.Random(f"distractors-{skill}")
-        with open(out_dir / f"{skill}.jsonl", "w") as f:
-            for x in splits.test[skill]:
-                ans = solve(skill, x)
-                wrong = _distractors(skill, x, ans, rng)
-                label = rng.randrange(4)
-                choices = wrong[:label] + [ans] + wrong[label:]
-                row = {
-                    "input": x,
-                    "prompt": prompt_of(skill, x),
-                    "answer": ans,
-                    "choices": choices,
-                    "label": label,
-                }
-                f.write(json.dumps(row) + "\n")
+        for inputs, name, seed in (
+            (splits.test[skill], f"{skill}.jsonl", f"distractors-{skill}"),
+            (splits.val[skill], f"{skill}_val.jsonl", f"distractors-{skill}-val"),
+        ):
+            rng = random.Random(seed)
+            with open(out_dir / name, "w") as f:
+                for x in inputs:
+                    ans = solve(skill, x)
+                    wrong = _distractors(skill, x, ans, rng)
+                    label = rng.randrange(4)
+                    choices = wrong[:label] + [ans] + wrong[label:]
+                    row = {
+                        "input": x,
+                        "prompt": prompt_of(skill, x),
+                        "answer": ans,
+                        "choices": choices,
+                        "label": label,
+                    }
+                    f.write(json.dumps(row) + "\n")
 
 
 class Sampler:
@@ -465,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--base-only", action="store_true")
     ap.add_argument("--jobs", type=int, default=3, help="experts trained in parallel processes (same result)")
+    ap.add_argument("--data-only", action="store_true", help="write the task data (test + val splits) only")
     args = ap.parse_args(argv)
+    if args.data_only:
+        LEN_RANGE[:] = [int(v) for v in args.len.split(",")]
+        write_task_data(make_splits(), args.task_data)
+        print(f"wrote test and validation task data to {args.task_data}", flush=True)
+        return 0
 
     setup_determinism(args.threads)
     LEN_RANGE[:] = [int(v) for v in args.len.split(",")]
