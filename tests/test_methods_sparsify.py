@@ -97,7 +97,7 @@ def test_device_selection_path_gives_the_cpu_masks(dist):
             x = x.abs().bfloat16()
         elif dist == "float64":
             x = x.abs().double()
-        for k in sorted({1, 2, n // 7, n // 2, n - 1}):
+        for k in sorted({1, 2, n // 7, n // 2, n - 1} - {0}):
             expected = sp.top_k_mask(x, k)
             got = sp.top_k_mask_on_device(x, k)
             assert int(got.sum()) == k
