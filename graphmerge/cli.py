@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda (auto = CUDA when present)")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--cache-max-size",
+        default=None,
+        metavar="SIZE",
+        help="disk budget of cached tensors, e.g. 20GB; 0 = none on disk (default: graph `cache:`, else half the free disk)",
+    )
+    run.add_argument(
+        "--in-flight",
+        default=None,
+        metavar="SIZE",
+        help="bytes of tensors read ahead or waiting for their cache write (default 512MiB)",
+    )
     _add_common(run)
 
     val = sub.add_parser("validate", help="check a graph without running it")
@@ -83,12 +95,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from graphmerge.runner import run_graph
     from graphmerge.spec import parse_set_overrides
 
+    executor = None
+    if args.in_flight is not None:
+        from graphmerge.executor import ExecutorSettings
+        from graphmerge.io.save import parse_size
+
+        try:
+            executor = ExecutorSettings(in_flight=parse_size(args.in_flight))
+        except GraphmergeError as exc:
+            raise GraphmergeError(exc.what, where="--in-flight", fix=exc.fix) from None
     result = run_graph(
         args.graph,
         overrides=parse_set_overrides(args.set),
         cache_dir=args.cache_dir,
         device=args.device,
         progress=not args.no_progress,
+        cache_max_size=args.cache_max_size,
+        executor=executor,
     )
     summary = result.summary()
     s = result.stats
@@ -158,8 +181,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 "checked": report.checked,
                 "missing": list(report.missing),
                 "corrupted": list(report.corrupted),
+                "recovered": list(report.recovered),
             }
             text = f"checked {report.checked} tensors: {len(report.missing)} missing, {len(report.corrupted)} corrupted"
+            for line in report.recovered:
+                text += f"\nrecovered: {line}"
             for key in report.missing:
                 text += f"\nmissing blob {key} (dropped from the index; the next run recomputes it)"
             for key in report.corrupted:

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphmerge.cache import Cache, default_cache_dir
-from graphmerge.executor import RunContext, RunStats, TensorExecutor, resolve_device, run_nodes
+from graphmerge.cache import Cache, CacheSettings, default_cache_dir
+from graphmerge.executor import (
+    ExecutorSettings,
+    RunContext,
+    RunStats,
+    TensorExecutor,
+    resolve_device,
+    run_nodes,
+)
 from graphmerge.spec import GraphSpec, load_graph
 
 
@@ -50,15 +57,20 @@ def make_context(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    cache_max_size: int | str | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> RunContext:
-    cache = Cache(cache_dir or default_cache_dir())
-    stats = RunStats()
+    """`cache_max_size` (e.g. from --cache-max-size) overrides the graph's `cache: max_size`."""
+    where = f"{graph.file or '<graph>'}: cache"
+    settings = CacheSettings.from_mapping(graph.cache, where=where).with_max_size(cache_max_size)
     dev = resolve_device(device)
+    cache = Cache(cache_dir or default_cache_dir(), settings)
+    stats = RunStats()
     ctx = RunContext(
         cache=cache,
         device=dev,
         stats=stats,
-        executor=TensorExecutor(cache, dev, stats, progress=progress),
+        executor=TensorExecutor(cache, dev, stats, progress=progress, settings=executor),
         graph=graph,
         progress=progress,
     )
@@ -76,10 +88,20 @@ def run_graph(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    cache_max_size: int | str | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> RunResult:
     start = time.perf_counter()
     graph = load_graph(path, text=text, overrides=overrides)
-    ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log)
+    ctx = make_context(
+        graph,
+        cache_dir=cache_dir,
+        device=device,
+        progress=progress,
+        log=log,
+        cache_max_size=cache_max_size,
+        executor=executor,
+    )
     try:
         values = run_nodes(ctx, graph)
     finally:

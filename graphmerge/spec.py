@@ -26,7 +26,7 @@ VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _SENTINEL = re.compile(r"\$__gmvar_([A-Za-z0-9_.]+)__\$")
 # Left alone at load time: filled per trial by the optimize node.
 DEFERRED_VARS = ("params.", "budget")
-TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description")
+TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description", "cache")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class GraphSpec:
     order: tuple[str, ...]
     seed: int = 0
     lines: Mapping[tuple, int] = field(default_factory=dict, compare=False)
+    cache: Mapping[str, Any] = field(default_factory=dict)  # the `cache:` settings (see cache.py)
 
     def where(self, node: str | None = None, key: str | None = None) -> str:
         return _where(self.file, self.lines, node, key)
@@ -240,6 +241,19 @@ def build_graph(
     for _ in range(5):  # variables may reference other variables
         variables = {k: substitute(v, variables, f"{loc}: vars.{k}") for k, v in variables.items()}
     seed = data.get("seed", 0)
+    cache_raw = data.get("cache") or {}
+    if not isinstance(cache_raw, dict):
+        problems.append(
+            f"{loc}:{lines.get(('cache',), '?')}: `cache:` must be a mapping (max_size, memory, search_persist)"
+        )
+        cache_raw = {}
+    else:
+        from graphmerge.cache import CacheSettings
+
+        try:
+            CacheSettings.from_mapping(cache_raw, where=f"{loc}:{lines.get(('cache',), '?')}")
+        except SpecError as exc:
+            problems.append(exc.one_line())
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
         raise SpecError(
@@ -332,6 +346,7 @@ def build_graph(
         order=order,
         seed=int(seed),
         lines=lines,
+        cache=dict(cache_raw),
     )
 
 
