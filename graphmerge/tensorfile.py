@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import xxhash
@@ -145,3 +147,28 @@ def read_tensor_file(path: Path, expect_digest: str | None = None) -> tuple[torc
 def describe_tensor_file(path: Path) -> TensorFileInfo:
     """Check a file fully (header and digest) and describe it: how an index is rebuilt from blobs."""
     return read_tensor_file(path)[1]
+
+
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: Path | str, metadata: Mapping[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file`, written from the tensors' own memory (safetensors first copies
+    every tensor into a `bytes` object). Tensors must be on the CPU."""
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        entries[name] = {
+            "dtype": _ST_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)) + text)
+        for t in tensors.values():
+            view = _byte_view(t.contiguous())
+            for start in range(0, len(view), CHUNK):
+                fh.write(view[start : start + CHUNK])

@@ -318,3 +318,20 @@ def test_torn_blobs_are_left_out_of_a_rebuilt_index(tmp_path):
     cache = Cache(tmp_path, log=lambda _m: None)
     assert cache.has_tensor("good") and not cache.has_tensor("torn") and not torn.exists()
     cache.close()
+
+
+def test_shards_written_from_tensor_memory_load_like_safetensors_own(tmp_path):
+    from graphmerge.tensorfile import write_safetensors
+
+    base = torch.randn(6, 8)
+    tensors = {
+        "b.bf16": torch.randn(5, 3).bfloat16(),
+        "a.view": base[:, 2:5],  # a non-contiguous view
+        "c.bool": torch.rand(4) > 0.5,
+        "d.empty": torch.zeros(0, 2),
+    }
+    write_safetensors(tensors, tmp_path / "x.safetensors", {"format": "pt"})
+    back = load_file(tmp_path / "x.safetensors")
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    with safe_open(str(tmp_path / "x.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt"}

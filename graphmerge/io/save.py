@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from graphmerge.errors import ModelError, SpecError
 from graphmerge.io.folder import tokenizer_files
+from graphmerge.tensorfile import write_safetensors as save_file  # no bytes copy of each tensor
 
 __all__ = ["write_hf_model", "parse_size", "DTYPES"]
 
