@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -239,7 +240,7 @@ class Cache:
                 return diskcache.Cache(str(folder))
         except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError):
             pass  # unreadable, or not even a folder: set it aside like a corrupt database
-        aside = self.root / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside = self.root / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder.rename(aside)
         store = diskcache.Cache(str(folder))
         if rebuild is not None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from test_foundation import tensors_of
 
 from graphmerge.cache import Cache, CacheMiss, CacheSettings
 from graphmerge.cli import main
@@ -186,13 +187,6 @@ nodes:
 """
 
 
-def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
-
-
 def _same(x: dict, y: dict) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
@@ -203,7 +197,7 @@ def test_a_run_under_a_small_budget_evicts_while_running_and_gives_the_same_mode
     ref_graph = tmp_path / "ref.yaml"
     ref_graph.write_text(TIES.format(budget="1GB", out=tmp_path / "ref", **tiny_llamas))
     run_graph(ref_graph, cache_dir=tmp_path / "ref_cache", progress=False)
-    reference = _tensors(tmp_path / "ref")
+    reference = tensors_of(tmp_path / "ref")
     model_bytes = sum(t.nbytes for t in reference.values())
 
     budget = model_bytes // 3
@@ -211,7 +205,7 @@ def test_a_run_under_a_small_budget_evicts_while_running_and_gives_the_same_mode
     graph.write_text(TIES.format(budget=budget, out=tmp_path / "out", **tiny_llamas))
     cache_dir = tmp_path / "cache"
     first = run_graph(graph, cache_dir=cache_dir, progress=False)
-    assert _same(_tensors(tmp_path / "out"), reference)
+    assert _same(tensors_of(tmp_path / "out"), reference)
     assert first.stats.tasks_executed > 0
     blobs = sum(p.stat().st_size for p in (cache_dir / "blobs").glob("*/*.safetensors"))
     assert 0 < blobs <= budget
@@ -219,7 +213,7 @@ def test_a_run_under_a_small_budget_evicts_while_running_and_gives_the_same_mode
     (tmp_path / "out" / "graphmerge.json").unlink()
     second = run_graph(graph, cache_dir=cache_dir, progress=False)
     assert second.stats.tasks_cached > 0 and second.stats.tasks_executed > 0
-    assert _same(_tensors(tmp_path / "out"), reference)
+    assert _same(tensors_of(tmp_path / "out"), reference)
     assert main(["cache", "verify", "--cache-dir", str(cache_dir)]) == 0
 
 
@@ -232,7 +226,7 @@ def test_tensors_evicted_by_another_process_mid_stream_are_recomputed(tmp_path, 
     graph.write_text(TIES.format(budget="1GB", out=tmp_path / "out", **tiny_llamas))
     cache_dir = tmp_path / "cache"
     run_graph(graph, cache_dir=cache_dir, progress=False)
-    reference = _tensors(tmp_path / "out")
+    reference = tensors_of(tmp_path / "out")
 
     spec = load_graph(graph)
     # in_flight=1: the reader fetches one tensor ahead, so the rest are read after the eviction

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_foundation import tensors_of
 
 from graphmerge.executor import ExecutorSettings
 from graphmerge.runner import run_graph
@@ -47,13 +48,6 @@ nodes:
 """
 
 
-def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
-
-
 def _blobs(cache: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (cache / "blobs").glob("*/*.safetensors")}
 
@@ -69,7 +63,7 @@ def test_pipelined_and_sequential_executors_give_identical_outputs_and_caches(tm
             graph, cache_dir=tmp_path / f"cache_{mode}", device="cpu", progress=False, executor=settings
         )
         assert run.stats.tasks_executed > 0
-        results[mode] = (_tensors(tmp_path / mode / "ties"), _tensors(tmp_path / mode / "slerp"))
+        results[mode] = (tensors_of(tmp_path / mode / "ties"), tensors_of(tmp_path / mode / "slerp"))
     for seq, pipe in zip(results["sequential"], results["pipelined"], strict=True):
         assert seq.keys() == pipe.keys()
         assert all(torch.equal(seq[k], pipe[k]) for k in seq)
@@ -196,4 +190,4 @@ def test_peak_rss_of_a_merge_larger_than_the_budget_stays_under_budget_plus_marg
     margin = 8 * largest + (32 << 20) + (48 << 20)
     assert 3 * model_bytes > 3 * (budget + margin)  # the models dwarf the bound being tested
     assert peak - baseline <= budget + margin, (peak - baseline) / 2**20
-    assert len(_tensors(tmp_path / "out")) == 4 * 9 + 3
+    assert len(tensors_of(tmp_path / "out")) == 4 * 9 + 3
