@@ -130,7 +130,7 @@ def run_setup(name: str, args: argparse.Namespace, budget: int) -> dict:
         )
     )
     blobs = run_dir / "cache" / "blobs"
-    trials_log = run_dir / "out" / "trials.jsonl"
+    trials_log = run_dir / "out" / "trial_log.jsonl"  # appended as each trial finishes
     samples: dict[int, int] = {}
     peak = [0]
     done = threading.Event()

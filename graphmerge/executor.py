@@ -154,6 +154,50 @@ class _CacheWriter:
             raise err
 
 
+_DONE = object()
+
+
+def run_ahead(items: Iterator[Any], size_of: Callable[[Any], int], limit: int) -> Iterator[Any]:
+    """Yield what `items` yields, produced by a background thread that stays at most `limit`
+    bytes (and at least one item) ahead. Errors surface in the consumer; a consumer that stops
+    early stops the producer, which closes `items` in its own thread."""
+    budget = _Budget(limit)
+    handoff: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                size = size_of(item)
+                budget.take_when(size, lambda: stop.is_set() or budget.used == 0)
+                if stop.is_set():
+                    break
+                handoff.put((item, size))
+        except BaseException as exc:  # re-raised in the consumer
+            handoff.put((exc, -1))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            handoff.put((_DONE, 0))
+
+    worker = threading.Thread(target=produce, name="graphmerge-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, size = handoff.get()
+            if item is _DONE:
+                return
+            if size < 0:
+                raise item
+            budget.give(size)
+            yield item
+    finally:
+        stop.set()
+        budget.give(0)  # wake a producer waiting for room
+        worker.join()
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -355,6 +399,16 @@ class TensorExecutor:
             if writer is not None:
                 writer.close()
             self.peak_in_flight = max(self.peak_in_flight, budget.peak)
+
+    def stream_ahead(
+        self, roots: Sequence[TensorTask], desc: str = "tensors"
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """`stream`, computed in a background thread up to the in-flight budget ahead of the
+        consumer, so a consumer that writes (the output shards of `save`) overlaps the compute."""
+        if not self.settings.pipelined:
+            yield from self.stream(roots, desc)
+            return
+        yield from run_ahead(self.stream(roots, desc), lambda item: _nbytes(item[1]), self.settings.in_flight)
 
     def materialize(self, model: Model, desc: str = "tensors") -> dict[str, torch.Tensor]:
         names = list(model.tensors)

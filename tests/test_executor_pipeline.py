@@ -191,3 +191,33 @@ def test_peak_rss_of_a_merge_larger_than_the_budget_stays_under_budget_plus_marg
     assert 3 * model_bytes > 3 * (budget + margin)  # the models dwarf the bound being tested
     assert peak - baseline <= budget + margin, (peak - baseline) / 2**20
     assert len(tensors_of(tmp_path / "out")) == 4 * 9 + 3
+
+
+def test_run_ahead_keeps_order_bounds_the_lead_and_stops_with_its_consumer():
+    from graphmerge.executor import run_ahead
+
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    def items():
+        try:
+            for i in range(100):
+                produced.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    got = []
+    for i in run_ahead(items(), lambda _i: 10, limit=30):
+        got.append(i)
+        assert len(produced) - len(got) <= 4  # 3 within the budget, one being handed over
+        if i == 40:
+            break
+    assert got == list(range(41)) and closed == [True] and len(produced) < 100
+
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        list(run_ahead(failing(), lambda _i: 10**9, limit=1))  # larger than the budget: still flows

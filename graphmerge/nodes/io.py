@@ -141,7 +141,8 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     target = getattr(torch, params.dtype) if params.dtype else None
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-        for i, value in ctx.executor.stream([model.tensors[n] for n in names], desc=f"save {out.name}"):
+        # Computed ahead in a background thread: shard writes overlap the merge.
+        for i, value in ctx.executor.stream_ahead([model.tensors[n] for n in names], desc=f"save {out.name}"):
             value = value.to("cpu")
             yield names[i], value.to(target) if target is not None else value
 
