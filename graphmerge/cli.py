@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["stats", "verify", "gc"])
     cache.add_argument("--cache-dir", type=Path, default=None)
     cache.add_argument(
-        "--max-size", default=None, help="gc: evict least recently written tensors down to SIZE"
+        "--max-size", default=None, help="gc: evict least recently used tensors down to SIZE"
     )
     cache.add_argument("--json", action="store_true")
     _add_common(cache)
