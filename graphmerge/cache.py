@@ -227,6 +227,7 @@ class Cache:
         self._searching = 0
         self._seen_once: set[str] = set()
         self.evictions = 0
+        self.peak_disk_bytes = 0  # blobs plus the one being written, as this process accounts them
         # The executor's reader and writer threads share the cache with the compute loop.
         self._lock = threading.RLock()
 
@@ -348,6 +349,7 @@ class Cache:
         size = _blob_size_bound(tensor)
         if not self._make_room(size, keep=key):
             return False
+        self.peak_disk_bytes = max(self.peak_disk_bytes, self._disk_bytes + size)
         path = self.blob_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -465,6 +467,19 @@ class Cache:
                 self._disk_bytes -= self._lru.pop(key)
                 self.evictions += 1
         return self._disk_bytes - held + size <= budget
+
+    def run_summary(self) -> dict[str, int | None]:
+        """What this process did to the tensor tiers (for `run --json`)."""
+        with self._lock:
+            if self._lru is None:
+                return {"evictions": self.evictions, "peak_disk_bytes": self.peak_disk_bytes}
+            return {
+                "budget": self.disk_budget(),
+                "disk_bytes": self._disk_bytes,
+                "peak_disk_bytes": self.peak_disk_bytes,
+                "evictions": self.evictions,
+                "memory_tier_bytes": self.memory.bytes,
+            }
 
     def disk_bytes(self) -> int:
         self._load_lru()

@@ -104,6 +104,7 @@ def run_graph(
     )
     try:
         values = run_nodes(ctx, graph)
+        ctx.extras["cache"] = ctx.cache.run_summary()
     finally:
         ctx.cache.close()
     return RunResult(

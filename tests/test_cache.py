@@ -209,6 +209,8 @@ def test_a_run_under_a_small_budget_evicts_while_running_and_gives_the_same_mode
     assert first.stats.tasks_executed > 0
     blobs = sum(p.stat().st_size for p in (cache_dir / "blobs").glob("*/*.safetensors"))
     assert 0 < blobs <= budget
+    assert first.extras["cache"]["evictions"] > 0  # evicted while the run went on
+    assert blobs <= first.extras["cache"]["peak_disk_bytes"] <= budget
     # The rerun finds some tensors, recomputes the evicted ones, and writes the same model.
     (tmp_path / "out" / "graphmerge.json").unlink()
     second = run_graph(graph, cache_dir=cache_dir, progress=False)
