@@ -1,12 +1,16 @@
 """Throughput of every merge method on a Llama-shaped bf16 model triple, optionally against mergekit.
 
     python bench/merge_methods.py                         # all methods, CPU (+ CUDA if available)
-    python bench/merge_methods.py --methods ties --size 300m --mergekit-venv bench/_work/mergekit-venv
+    python bench/merge_methods.py --size 300m --skip-methods --mergekit-venv bench/_work/mergekit-venv
+    python bench/merge_methods.py --size 300m --skip-methods --mergekit-venv VENV --e2e-methods ties,linear --cuda
 
 The triple (base + 2 fine-tunes, random init, bf16 safetensors) is generated once under bench/_work/.
 Throughput = bytes of input tensors read / seconds for: load with safetensors, upcast to float32 on the
-device, run the method, cast back to bf16 (outputs are not written). The mergekit comparison times
-both tools end to end (load, merge, save to safetensors) on the same TIES config.
+device, run the method, cast back to bf16 (outputs are not written). The mergekit comparison runs
+`mergekit-yaml` and `graphmerge run` on the same config, alternating, each `--repeats` times, each a
+fresh process (graphmerge with an empty cache), and prints wall time, CPU time, peak RSS (os.wait4 of
+that process), peak GPU memory (nvidia-smi, with --cuda) and the fraction of bit-identical output
+elements.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,8 +43,6 @@ SIZES = {
     "small": (512, 2048, 8, 32000),
     "tiny": (64, 128, 2, 256),
 }
-
-TIES_PARAMS = {"weight": 0.5, "density": 0.5}
 
 
 def tensor_shapes(size: str) -> dict[str, tuple[int, ...]]:
@@ -183,55 +186,162 @@ def run_ours(name: str, dirs: dict[str, Path], device: str, save_to: Path | None
     return time.perf_counter() - t0, nbytes
 
 
-def run_mergekit(venv: Path, dirs: dict[str, Path], out_dir: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one mergekit-yaml run."""
+E2E_PARAMS = {
+    # method: (per-model parameters, global parameters), the same for both tools
+    "ties": ({"weight": 0.5, "density": 0.5}, {"normalize": True}),
+    "linear": ({"weight": 0.5}, {"normalize": True}),
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall: float
+    cpu: float
+    peak_rss: int  # bytes, of that one process
+    peak_gpu: int | None  # bytes used on the GPU above what was in use before (nvidia-smi), None on CPU
+
+
+def _gpu_used() -> int | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "--id=0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(out.strip().splitlines()[0]) << 20
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
+def measure(cmd: list[str], gpu: bool, env: dict | None = None) -> Measured:
+    """Run one process; its own wall time, CPU time and peak RSS (wait4), and its GPU peak."""
+    before = _gpu_used() if gpu else None
+    peak = [before or 0]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.05):
+            used = _gpu_used()
+            if used is not None:
+                peak[0] = max(peak[0], used)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    if gpu and before is not None:
+        poller.start()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stop.set()
+    if poller.is_alive():
+        poller.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with exit status {proc.returncode}")
+    return Measured(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        peak_rss=usage.ru_maxrss * 1024,
+        peak_gpu=(peak[0] - before) if before is not None else None,
+    )
+
+
+def mergekit_cmd(venv: Path, method: str, dirs: dict[str, Path], out_dir: Path, cuda: bool) -> list[str]:
+    mp, gp = E2E_PARAMS[method]
+    models = "".join(
+        f"  - model: {dirs[n]}\n    parameters: {json.dumps(mp)}\n" for n in ("model_a", "model_b")
+    )
     cfg = (
-        "merge_method: ties\n"
-        f"base_model: {dirs['base']}\n"
-        "models:\n"
-        + "".join(
-            f"  - model: {dirs[n]}\n    parameters: {{weight: {TIES_PARAMS['weight']}, density: {TIES_PARAMS['density']}}}\n"
-            for n in ("model_a", "model_b")
-        )
-        + "parameters: {normalize: true}\n"
+        f"merge_method: {method}\n"
+        + (f"base_model: {dirs['base']}\n" if method == "ties" else "")
+        + "models:\n"
+        + models
+        + f"parameters: {json.dumps(gp)}\n"
         "dtype: float32\n"
         "out_dtype: bfloat16\n"
     )
-    cfg_path = out_dir.parent / "mergekit-ties.yaml"
+    cfg_path = out_dir.parent / f"mergekit-{method}.yaml"
     cfg_path.write_text(cfg)
     exe = venv / "bin" / "mergekit-yaml"
     cmd = [str(exe), str(cfg_path), str(out_dir), "--no-copy-tokenizer", "--no-write-model-card", "--quiet"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cmd + (["--cuda"] if cuda else [])
 
 
-def run_graphmerge(dirs: dict[str, Path], out_dir: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one `graphmerge run` of the same TIES merge, with an empty
-    cache: the whole pipeline (planning, hashing, cache writes, atomic save), startup included."""
-    graph = out_dir.parent / "graphmerge-ties.yaml"
-    models = "".join(
-        f"      {n}: {{weight: {TIES_PARAMS['weight']}, density: {TIES_PARAMS['density']}}}\n" for n in ("model_a", "model_b")
-    )
+def graphmerge_cmd(method: str, dirs: dict[str, Path], out_dir: Path, cache: Path, cuda: bool) -> list[str]:
+    """`graphmerge run` of the same merge with an empty cache: the whole pipeline (planning, hashing,
+    cache writes, atomic save), start-up included."""
+    mp, gp = E2E_PARAMS[method]
+    graph = out_dir.parent / f"graphmerge-{method}.yaml"
+    models = "".join(f"      {n}: {json.dumps(mp)}\n" for n in ("model_a", "model_b"))
     graph.write_text(
         "nodes:\n"
         + "".join(f"  {n}: {{op: load, path: {dirs[n]}}}\n" for n in ("base", "model_a", "model_b"))
-        + "  merged:\n    op: merge\n    method: ties\n    base: base\n    models:\n"
+        + f"  merged:\n    op: merge\n    method: {method}\n"
+        + ("    base: base\n" if method == "ties" else "")
+        + "    models:\n"
         + models
-        + "    params: {normalize: true}\n"
+        + f"    params: {json.dumps(gp)}\n"
         + f"  save: {{op: save, input: merged, path: {out_dir}, dtype: bfloat16}}\n"
     )
-    cmd = [sys.executable, "-m", "graphmerge.cli", "run", str(graph), "--cache-dir", str(out_dir.parent / "cache"),
-           "--device", "cpu", "--no-progress"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return [
+        sys.executable,
+        "-m",
+        "graphmerge.cli",
+        "run",
+        str(graph),
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cuda" if cuda else "cpu",
+        "--no-progress",
+    ]
+
+
+def end_to_end(
+    venv: Path, dirs: dict[str, Path], work: Path, methods: list[str], cuda: bool, repeats: int
+) -> None:
+    """mergekit-yaml and graphmerge run, alternating, each `repeats` times per method."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    dev = "CUDA" if cuda else "CPU"
+    load = os.getloadavg()
+    print(
+        f"\nEnd to end on {dev} (fresh process each, graphmerge with an empty cache; load, merge, save bf16); "
+        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print("| method | tool | run | wall s | CPU s | peak RSS MB | peak GPU MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for method in methods:
+        runs: dict[str, list[Measured]] = {"mergekit": [], "graphmerge": []}
+        tmp = Path(tempfile.mkdtemp(dir=work))
+        for r in range(repeats):
+            for tool in ("mergekit", "graphmerge"):
+                out = tmp / f"{tool}-{r}"
+                if tool == "mergekit":
+                    cmd = mergekit_cmd(venv, method, dirs, out, cuda)
+                else:
+                    shutil.rmtree(tmp / "cache", ignore_errors=True)
+                    cmd = graphmerge_cmd(method, dirs, out, tmp / "cache", cuda)
+                m = measure(cmd, cuda, env)
+                runs[tool].append(m)
+                gpu = f"{m.peak_gpu / 2**20:.0f}" if m.peak_gpu is not None else "-"
+                print(
+                    f"| {method} | {tool} | {r + 1} | {m.wall:.1f} | {m.cpu:.1f} | {m.peak_rss / 2**20:.0f} | {gpu} |",
+                    flush=True,
+                )
+        same, worst = compare_outputs(tmp / "graphmerge-0", tmp / "mergekit-0")
+        best = {tool: min(ms, key=lambda m: m.wall) for tool, ms in runs.items()}
+        wall = best["graphmerge"].wall / best["mergekit"].wall
+        cpu = min(m.cpu for m in runs["graphmerge"]) / min(m.cpu for m in runs["mergekit"])
+        rss = max(m.peak_rss for m in runs["graphmerge"]) / max(m.peak_rss for m in runs["mergekit"])
+        print(
+            f"{method}: graphmerge / mergekit (best of {repeats}): wall {wall:.3f}, CPU {cpu:.3f}; "
+            f"peak RSS (worst of {repeats}) {rss:.3f}; outputs {same * 100:.4f}% of elements bit-identical, "
+            f"max abs difference {worst:.3g}"
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def compare_outputs(ours: Path, theirs: Path) -> tuple[float, float]:
@@ -271,7 +381,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cpu + cuda if available)")
     ap.add_argument("--size", default="small", choices=sorted(SIZES))
     ap.add_argument("--work", type=Path, default=ROOT / "_work")
-    ap.add_argument("--mergekit-venv", type=Path, default=None, help="venv with mergekit: time its TIES")
+    ap.add_argument(
+        "--mergekit-venv", type=Path, default=None, help="venv with mergekit 0.1.5: compare end to end"
+    )
+    ap.add_argument("--e2e-methods", default="ties", help="end-to-end comparison methods: ties,linear")
+    ap.add_argument(
+        "--cuda", action="store_true", help="end to end on CUDA (mergekit-yaml --cuda, --device cuda)"
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="end-to-end runs per tool, alternating")
+    ap.add_argument("--skip-methods", action="store_true", help="only the end-to-end comparison")
     args = ap.parse_args()
 
     names = sorted(all_methods()) if args.methods == "all" else args.methods.split(",")
@@ -287,9 +405,10 @@ def main() -> None:
         f"model triple: {args.size}, {n_params / 1e6:.1f}M params per model, bf16 (ready in {time.perf_counter() - t0:.1f}s)\n"
     )
 
-    print("| method | device | inputs | seconds | GB/s |")
-    print("| --- | --- | --- | ---: | ---: |")
-    for device in devices:
+    if not args.skip_methods:
+        print("| method | device | inputs | seconds | GB/s |")
+        print("| --- | --- | --- | ---: | ---: |")
+    for device in [] if args.skip_methods else devices:
         for name in names:
             if device == "cuda":
                 run_ours(name, dirs, device)  # warm up kernels and the allocator
@@ -299,18 +418,8 @@ def main() -> None:
             print(f"| {name} | {device} | {n_in} | {secs:.2f} | {nbytes / secs / 1e9:.2f} |", flush=True)
 
     if args.mergekit_venv is not None:
-        tmp = Path(tempfile.mkdtemp(dir=args.work))
-        # CPU seconds as well as wall time: on a shared machine wall time swings with other load.
-        mk_secs, mk_cpu = run_mergekit(args.mergekit_venv, dirs, tmp / "mergekit")
-        ours_secs, ours_cpu = run_graphmerge(dirs, tmp / "ours")
-        same, worst = compare_outputs(tmp / "ours", tmp / "mergekit")
-        print("\nTIES end to end on CPU (`graphmerge run` with an empty cache vs `mergekit-yaml`; load, merge, save bf16), weight 0.5, density 0.5:")
-        print("| tool | wall s | CPU s |\n| --- | ---: | ---: |")
-        print(f"| graphmerge | {ours_secs:.1f} | {ours_cpu:.1f} |")
-        print(f"| mergekit (mergekit-yaml, incl. startup) | {mk_secs:.1f} | {mk_cpu:.1f} |")
-        print(f"ratio ours/mergekit: wall {ours_secs / mk_secs:.3f}, CPU {ours_cpu / mk_cpu:.3f}")
-        print(f"outputs: {same * 100:.4f}% of elements bit-identical, max abs difference {worst:.3g}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        methods = args.e2e_methods.split(",")
+        end_to_end(args.mergekit_venv.absolute(), dirs, args.work, methods, args.cuda, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """The content-addressed cache: tensor blobs, node results, and memoised file digests.
 
 Layout under the cache directory:
-  blobs/ab/<key>.safetensors   one tensor per file, written to a temp file then renamed
-  index/                       diskcache: tensor key -> {size, digest, shape, dtype, used}
+  blobs/ab/<key>.safetensors   one tensor per file (self-describing: see graphmerge.tensorfile)
+  index/                       diskcache: tensor key -> {size, digest, shape, dtype, used, fmt}
   results/                     diskcache: node-result key -> JSON value (evaluations, custom nodes)
   digests/                     diskcache: (path, size, mtime) -> per-tensor digests of source files
 
-Every blob read is checked against the digest recorded at write time, so a corrupted or deleted
-blob is a cache miss (recomputed), never bad data.
+Every blob read is checked against its digest, so a corrupted or deleted blob is a cache miss
+(recomputed), never bad data. Tensors have two tiers: a memory tier (an LRU of recently used
+tensors, kept on the GPU while it has room) and the disk tier (blobs under a byte budget, evicted
+least recently *used* first while a run goes on). Node results and file digests are small and
+are never evicted. An index that SQLite cannot read is moved aside and rebuilt from the blobs.
 
 `Cache(root, force=True)` (`graphmerge run --force`) treats everything stored by earlier runs as
 missing: each value is recomputed and overwrites the old entry, and what this run has written it
@@ -17,19 +20,39 @@ op's body edited without bumping its `version`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import diskcache
-import xxhash
 
+from graphmerge.errors import SpecError
 from graphmerge.filemode import file_mode
 from graphmerge.lazy import torch
+from graphmerge.tensorfile import (
+    FORMAT,
+    BadTensorFile,
+    describe_tensor_file,
+    read_tensor_file,
+    write_tensor_file,
+)
+
+SearchPersist = Literal["all", "reused"]
+DEFAULT_MEMORY = 1 << 30
+# Without a budget the blobs may take this share of the disk space free when the cache opens.
+DEFAULT_DISK_SHARE = 0.5
+_TOUCH_FLUSH = 256
 
 
 def default_cache_dir() -> Path:
@@ -60,15 +83,128 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         raise
 
 
+def _size_setting(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if value == 0 or value == "0":
+        return 0
+    from graphmerge.io.save import parse_size
+
+    try:
+        return parse_size(value)
+    except SpecError as exc:
+        raise SpecError(f"{name}: {exc.what}", fix=exc.fix) from None
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How much the cache may hold. `max_size`: disk budget of the tensor blobs in bytes (None: half
+    the free disk space; 0: tensors are never written to disk). `memory`: bytes of the memory tier
+    (0: none). `search_persist`: what search trials write to disk ("reused": a tensor only when a
+    second trial needs it; "all": everything)."""
+
+    max_size: int | None = None
+    memory: int = DEFAULT_MEMORY
+    search_persist: SearchPersist = "reused"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None, *, where: str = "cache") -> CacheSettings:
+        raw = dict(raw or {})
+        unknown = sorted(set(raw) - {"max_size", "memory", "search_persist"})
+        if unknown:
+            raise SpecError(
+                f"unknown cache setting '{unknown[0]}'",
+                where=where,
+                fix="allowed: max_size, memory, search_persist",
+            )
+        persist = raw.get("search_persist", "reused")
+        if persist not in ("all", "reused"):
+            raise SpecError(f"cache: search_persist must be 'all' or 'reused', not {persist!r}", where=where)
+        try:
+            memory = _size_setting(raw.get("memory", DEFAULT_MEMORY), "cache: memory")
+            max_size = _size_setting(raw.get("max_size"), "cache: max_size")
+        except SpecError as exc:
+            exc.where = where
+            exc.args = (exc.one_line(),)
+            raise
+        return cls(
+            max_size=max_size, memory=DEFAULT_MEMORY if memory is None else memory, search_persist=persist
+        )
+
+    def with_max_size(self, value: Any) -> CacheSettings:
+        if value is None:
+            return self
+        return CacheSettings(_size_setting(value, "--cache-max-size"), self.memory, self.search_persist)
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     checked: int
     missing: tuple[str, ...]
     corrupted: tuple[str, ...]
+    recovered: tuple[str, ...] = ()  # broken indexes found on open, moved aside and rebuilt
 
     @property
     def ok(self) -> bool:
         return not self.missing and not self.corrupted
+
+
+class MemoryTier:
+    """Recently used tensors by key, least recently used dropped first, under a byte budget. A tensor
+    computed on a GPU stays there while the device keeps a quarter of its memory free."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> torch.Tensor | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes or key in self._items:
+            return
+        if value.device.type == "cuda" and not _gpu_has_room(value.device, size):
+            value = value.to("cpu")
+        while self._items and self.bytes + size > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+        self._items[key] = value
+        self.bytes += size
+
+    def pop(self, key: str) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+
+
+def _gpu_has_room(device: torch.device, size: int) -> bool:
+    free, total = torch.cuda.mem_get_info(device)
+    return free - size > total // 4
+
+
+def _sqlite_ok(db: Path) -> bool:
+    if not db.exists():
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class _ThisRunOnly:
@@ -93,71 +229,302 @@ class _ThisRunOnly:
 
 
 class Cache:
-    def __init__(self, root: Path | str, *, force: bool = False):
+    def __init__(
+        self,
+        root: Path | str,
+        settings: CacheSettings | None = None,
+        log: Callable[[str], None] = _warn,
+        *,
+        force: bool = False,
+    ):
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         self.blob_dir = self.root / "blobs"
+        self.settings = settings or CacheSettings()
+        self.log = log
+        self.recovered: list[str] = []
+        self._index = self._open_store("index", rebuild=self._rebuild_index)
+        self.results = self._open_store(
+            "results", lost="stored evaluation scores and node results are recomputed when needed"
+        )
+        digests = self._open_store("digests", lost="source files are re-hashed on their next use")
+        self.digests: diskcache.Cache | _ThisRunOnly = _ThisRunOnly(digests) if force else digests
         self.force = force
         self._fresh: set[str] = set()  # tensor and result keys written by this process (for --force)
-        self._index = diskcache.Cache(str(self.root / "index"))
-        self.results = diskcache.Cache(str(self.root / "results"))
-        digests = diskcache.Cache(str(self.root / "digests"))
-        self.digests: diskcache.Cache | _ThisRunOnly = _ThisRunOnly(digests) if force else digests
+        self.memory = MemoryTier(self.settings.memory)
+        self._budget: int | None = None
+        self._lru: OrderedDict[str, int] | None = None  # key -> size, least recently used first
+        self._disk_bytes = 0
+        self._touched: dict[str, float] = {}
+        self._pinned: dict[str, int] = {}
+        self._searching = 0
+        self._seen_once: set[str] = set()
+        self.evictions = 0
+        self.peak_disk_bytes = 0  # blobs plus the one being written, as this process accounts them
+        # The executor's reader and writer threads share the cache with the compute loop.
+        self._lock = threading.RLock()
 
-    def _stale(self, key: str) -> bool:
-        """Under --force, an entry that an earlier run wrote: treated as missing."""
-        return self.force and key not in self._fresh
+    # stores ---------------------------------------------------------------------------------
+    def _open_store(
+        self, name: str, *, rebuild: Callable[[diskcache.Cache], int] | None = None, lost: str = ""
+    ) -> diskcache.Cache:
+        folder = self.root / name
+        try:
+            if _sqlite_ok(folder / "cache.db"):
+                return diskcache.Cache(str(folder))
+        except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError):
+            pass  # unreadable, or not even a folder: set it aside like a corrupt database
+        aside = self.root / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.rename(aside)
+        store = diskcache.Cache(str(folder))
+        if rebuild is not None:
+            n = rebuild(store)
+            what = f"rebuilt it from the blobs ({n} tensors)"
+        else:
+            what = f"started it empty; {lost}"
+        message = f"the cache's {name} database {folder} was unreadable: moved it to {aside.name} and {what}"
+        self.recovered.append(message)
+        self.log(message)
+        return store
+
+    def _rebuild_index(self, store: diskcache.Cache) -> int:
+        n = 0
+        for path in sorted(self.blob_dir.glob("*/*.safetensors")):
+            if path.name.startswith("."):
+                continue
+            try:
+                info = describe_tensor_file(path)
+                used = path.stat().st_mtime
+            except (OSError, BadTensorFile):
+                path.unlink(missing_ok=True)  # torn or foreign: no index may point at it
+                continue
+            store[path.name.split(".")[0]] = _entry(info.size, info.digest, info.shape, info.dtype, used)
+            n += 1
+        return n
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._flush_uses()
         for c in (self._index, self.results, self.digests):
             c.close()
+
+    # policy ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def search_trial(self) -> Iterator[None]:
+        """Within a search trial, new tensors go to the memory tier, and to disk only as the
+        persistence policy says (see CacheSettings.search_persist)."""
+        self._searching += 1
+        try:
+            yield
+        finally:
+            self._searching -= 1
+
+    @contextlib.contextmanager
+    def pinned(self, keys: Iterable[str]) -> Iterator[None]:
+        """Keys a running stream is about to read: evicted only when nothing else is left."""
+        keys = list(keys)
+        with self._lock:
+            for k in keys:
+                self._pinned[k] = self._pinned.get(k, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for k in keys:
+                    left = self._pinned[k] - 1
+                    if left:
+                        self._pinned[k] = left
+                    else:
+                        del self._pinned[k]
 
     # tensors --------------------------------------------------------------------------------
     def blob_path(self, key: str) -> Path:
         return self.blob_dir / key[:2] / f"{key}.safetensors"
 
     def has_tensor(self, key: str) -> bool:
+        with self._lock:
+            return self._has_tensor(key)
+
+    def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
+        with self._lock:
+            self._put_tensor(key, tensor)
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        with self._lock:
+            return self._get_tensor(key)
+
+    def _stale(self, key: str) -> bool:
+        """Under --force, an entry that an earlier run wrote: treated as missing."""
+        return self.force and key not in self._fresh
+
+    def _has_tensor(self, key: str) -> bool:
+        if key in self.memory:
+            return True
         if self._stale(key):
             return False
         meta = self._index.get(key)
-        if meta is None:
+        if meta is None or meta.get("fmt") != FORMAT:
             return False
         try:
             return self.blob_path(key).stat().st_size == meta["size"]
         except FileNotFoundError:
             return False
 
-    def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
-        from safetensors.torch import save as st_save  # imports torch: see graphmerge/lazy.py
+    def on_disk(self, key: str) -> bool:
+        return key in self._index
 
-        data = st_save({"t": tensor.detach().to("cpu").contiguous()})
-        atomic_write_bytes(self.blob_path(key), data, durable=False)
-        self._index[key] = {
-            "size": len(data),
-            "digest": xxhash.xxh3_128_hexdigest(data),
-            "shape": list(tensor.shape),
-            "dtype": str(tensor.dtype).removeprefix("torch."),
-            "used": time.time(),
-        }
+    def _put_tensor(self, key: str, tensor: torch.Tensor) -> None:
         self._fresh.add(key)
+        if self._searching:
+            # Only trials repeat tensors within a process; elsewhere each is computed once per run
+            # and holding it would only raise peak memory.
+            self.memory.put(key, tensor)
+        if self._searching and self.settings.search_persist == "reused" and key not in self._seen_once:
+            self._seen_once.add(key)  # the first trial that makes it: memory only
+            return
+        self._seen_once.discard(key)
+        self._write_blob(key, tensor)
 
-    def get_tensor(self, key: str) -> torch.Tensor:
-        if self._stale(key):
-            raise CacheMiss(key)
-        meta = self._index.get(key)
+    def _write_blob(self, key: str, tensor: torch.Tensor) -> bool:
+        size = _blob_size_bound(tensor)
+        if not self._make_room(size, keep=key):
+            return False
+        self.peak_disk_bytes = max(self.peak_disk_bytes, self._disk_bytes + size)
+        path = self.blob_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the blob from other users
+            with os.fdopen(fd, "wb") as fh:
+                info = write_tensor_file(fh, tensor)
+            os.replace(tmp, path)  # no fsync: a blob torn by a power cut fails its digest check
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        old = self._index.get(key)
+        self._index[key] = _entry(info.size, info.digest, info.shape, info.dtype, time.time())
+        assert self._lru is not None
+        if key in self._lru:
+            self._disk_bytes -= self._lru[key]
+        elif old is not None:
+            self._disk_bytes -= old.get("size", 0)
+        self._lru[key] = info.size
+        self._lru.move_to_end(key)
+        self._disk_bytes += info.size
+        return True
+
+    def _get_tensor(self, key: str) -> torch.Tensor:
+        value = self.memory.get(key)
+        if value is not None:
+            if key in self._seen_once:  # a second trial wants it: now it is worth a blob
+                self._seen_once.discard(key)
+                self._write_blob(key, value)
+            elif key in self._index:
+                self._touch(key)
+            return value
+        meta = None if self._stale(key) else self._index.get(key)
         if meta is None:
             raise CacheMiss(key)
         try:
-            data = self.blob_path(key).read_bytes()
-        except FileNotFoundError:
-            self._index.pop(key, None)
+            if meta.get("fmt") != FORMAT:
+                raise BadTensorFile("written by an older graphmerge")
+            value, _ = read_tensor_file(self.blob_path(key), expect_digest=meta["digest"])
+        except (FileNotFoundError, BadTensorFile):
+            self._drop(key)
             raise CacheMiss(key) from None
-        if len(data) != meta["size"] or xxhash.xxh3_128_hexdigest(data) != meta["digest"]:
-            self._index.pop(key, None)
-            raise CacheMiss(key)
-        from safetensors.torch import load as st_load
+        self._touch(key)
+        if self._searching:
+            self.memory.put(key, value)
+        return value
 
-        return st_load(data)["t"]
+    def _touch(self, key: str) -> None:
+        self._touched[key] = time.time()
+        if self._lru is not None and key in self._lru:
+            self._lru.move_to_end(key)
+        if len(self._touched) >= _TOUCH_FLUSH:
+            self._flush_uses()
+
+    def _flush_uses(self) -> None:
+        """Record last use in the index (batched: one transaction, not a write per read)."""
+        if not self._touched:
+            return
+        touched, self._touched = self._touched, {}
+        with self._index.transact():
+            for key, used in touched.items():
+                meta = self._index.get(key)
+                if meta is not None and meta.get("used", 0) < used:
+                    self._index[key] = {**meta, "used": used}
+
+    def _drop(self, key: str) -> None:
+        self._index.pop(key, None)
+        self.blob_path(key).unlink(missing_ok=True)
+        if self._lru is not None and key in self._lru:
+            self._disk_bytes -= self._lru.pop(key)
+
+    def disk_budget(self) -> int:
+        if self._budget is None:
+            if self.settings.max_size is not None:
+                self._budget = self.settings.max_size
+            else:
+                self._load_lru()
+                self.blob_dir.mkdir(parents=True, exist_ok=True)
+                free = shutil.disk_usage(self.blob_dir).free
+                self._budget = self._disk_bytes + int(free * DEFAULT_DISK_SHARE)
+        return self._budget
+
+    def _load_lru(self) -> None:
+        """Every indexed blob by last use. Re-read when other processes changed the index."""
+        if self._lru is not None and len(self._lru) == len(self._index):
+            return
+        self._flush_uses()
+        entries = sorted(
+            (meta.get("used", 0.0), key, meta.get("size", 0))
+            for key in list(self._index)
+            if (meta := self._index.get(key)) is not None
+        )
+        self._lru = OrderedDict((key, size) for _, key, size in entries)
+        self._disk_bytes = sum(self._lru.values())
+
+    def _make_room(self, size: int, keep: str) -> bool:
+        """Evict least recently used blobs until `size` more bytes fit the budget. False (write
+        nothing) when the tensor is larger than the whole budget."""
+        budget = self.disk_budget()
+        self._load_lru()
+        assert self._lru is not None
+        held = self._lru.get(keep, 0)
+        if size > budget:
+            return False
+        if self._disk_bytes - held + size <= budget:
+            return True
+        self._flush_uses()
+        for spare_pinned in (True, False):  # pinned keys go last: a stream is about to read them
+            for key in list(self._lru):
+                if self._disk_bytes - held + size <= budget:
+                    return True
+                if key == keep or (spare_pinned and key in self._pinned):
+                    continue
+                self._index.pop(key, None)
+                self.blob_path(key).unlink(missing_ok=True)
+                self._disk_bytes -= self._lru.pop(key)
+                self.evictions += 1
+        return self._disk_bytes - held + size <= budget
+
+    def run_summary(self) -> dict[str, int | None]:
+        """What this process did to the tensor tiers (for `run --json`)."""
+        with self._lock:
+            if self._lru is None:
+                return {"evictions": self.evictions, "peak_disk_bytes": self.peak_disk_bytes}
+            return {
+                "budget": self.disk_budget(),
+                "disk_bytes": self._disk_bytes,
+                "peak_disk_bytes": self.peak_disk_bytes,
+                "evictions": self.evictions,
+                "memory_tier_bytes": self.memory.bytes,
+            }
+
+    def disk_bytes(self) -> int:
+        self._load_lru()
+        return self._disk_bytes
 
     def tensor_keys(self) -> Iterator[str]:
         return iter(self._index)
@@ -193,17 +560,26 @@ class Cache:
                 continue
             if not path.exists():
                 missing.append(key)
-            elif xxhash.xxh3_128_hexdigest(path.read_bytes()) != meta["digest"]:
+                continue
+            try:
+                if meta.get("fmt") != FORMAT:
+                    raise BadTensorFile("older format")
+                read_tensor_file(path, expect_digest=meta["digest"])
+            except BadTensorFile:
                 corrupted.append(key)
         if repair:
             for key in missing + corrupted:
-                self._index.pop(key, None)
-                self.blob_path(key).unlink(missing_ok=True)
-        return VerifyReport(checked=len(keys), missing=tuple(missing), corrupted=tuple(corrupted))
+                self._drop(key)
+        return VerifyReport(
+            checked=len(keys),
+            missing=tuple(missing),
+            corrupted=tuple(corrupted),
+            recovered=tuple(self.recovered),
+        )
 
     def gc(self, max_bytes: int | None = None) -> dict[str, int]:
         """Delete stray files (temp files of crashed writes, blobs without an index entry), then,
-        if `max_bytes` is given, the least recently written tensors until the blobs fit."""
+        if `max_bytes` is given, the least recently used tensors until the blobs fit."""
         removed_files = 0
         freed = 0
         if self.blob_dir.exists():
@@ -215,16 +591,21 @@ class Cache:
                     removed_files += 1
         evicted = 0
         if max_bytes is not None:
-            entries = sorted(
-                ((meta["used"], key, meta["size"]) for key in self._index if (meta := self._index.get(key))),
-            )
-            total = sum(size for _, _, size in entries)
-            for _, key, size in entries:
-                if total <= max_bytes:
+            self._load_lru()
+            assert self._lru is not None
+            for key in list(self._lru):
+                if self._disk_bytes <= max_bytes:
                     break
-                self._index.pop(key, None)
-                self.blob_path(key).unlink(missing_ok=True)
-                total -= size
-                freed += size
+                freed += self._lru[key]
+                self._drop(key)
                 evicted += 1
         return {"stray_files_removed": removed_files, "tensors_evicted": evicted, "bytes_freed": freed}
+
+
+def _entry(size: int, digest: str, shape: Iterable[int], dtype: str, used: float) -> dict[str, Any]:
+    return {"size": size, "digest": digest, "shape": list(shape), "dtype": dtype, "used": used, "fmt": FORMAT}
+
+
+def _blob_size_bound(tensor: torch.Tensor) -> int:
+    # data plus a header of a few hundred bytes: exact enough for the budget check before writing
+    return tensor.numel() * tensor.element_size() + 256 + 8 * tensor.dim()

@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute everything for this run, ignoring cached values (they are overwritten)",
     )
+    run.add_argument(
+        "--cache-max-size",
+        default=None,
+        metavar="SIZE",
+        help="disk budget of cached tensors, e.g. 20GB; 0 = none on disk (default: graph `cache:`, else half the free disk)",
+    )
+    run.add_argument(
+        "--in-flight",
+        default=None,
+        metavar="SIZE",
+        help="bytes of tensors read ahead or waiting for their cache write (default 512MiB)",
+    )
     _add_common(run)
 
     val = sub.add_parser("validate", help="check a graph without running it")
@@ -88,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["stats", "verify", "gc"])
     cache.add_argument("--cache-dir", type=Path, default=None)
     cache.add_argument(
-        "--max-size", default=None, help="gc: evict least recently written tensors down to SIZE"
+        "--max-size", default=None, help="gc: evict least recently used tensors down to SIZE"
     )
     cache.add_argument("--json", action="store_true")
     _add_common(cache)
@@ -106,6 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from graphmerge.runner import run_graph
     from graphmerge.spec import parse_set_overrides
 
+    executor = None
+    if args.in_flight is not None:
+        from graphmerge.executor import ExecutorSettings
+        from graphmerge.io.save import parse_size
+
+        try:
+            executor = ExecutorSettings(in_flight=parse_size(args.in_flight))
+        except GraphmergeError as exc:
+            raise GraphmergeError(exc.what, where="--in-flight", fix=exc.fix) from None
     result = run_graph(
         args.graph,
         overrides=parse_set_overrides(args.set),
@@ -114,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         trust_remote_code=args.trust_remote_code,
         force=args.force,
+        cache_max_size=args.cache_max_size,
+        executor=executor,
     )
     summary = result.summary()
     s = result.stats
@@ -196,8 +219,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 "checked": report.checked,
                 "missing": list(report.missing),
                 "corrupted": list(report.corrupted),
+                "recovered": list(report.recovered),
             }
             text = f"checked {report.checked} tensors: {len(report.missing)} missing, {len(report.corrupted)} corrupted"
+            for line in report.recovered:
+                text += f"\nrecovered: {line}"
             for key in report.missing:
                 text += f"\nmissing blob {key} (dropped from the index; the next run recomputes it)"
             for key in report.corrupted:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,17 +35,21 @@ class RunStats:
     nodes_cached: int = 0
     statistics_computed: int = 0  # calibration statistics (Gram matrices, Fisher diagonals)
     statistics_cached: int = 0
+    tensor_seconds: float = 0.0  # inside the executor (reads, compute, cache traffic), not consumers
     outputs: list[str] = field(default_factory=list)
+    op_seconds: dict[str, float] = field(default_factory=dict)  # node op -> seconds, tensor work included
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def snapshot(self) -> RunStats:
-        return RunStats(**{k: (list(v) if isinstance(v, list) else v) for k, v in asdict(self).items()})
+        return RunStats(
+            **{k: (type(v)(v) if isinstance(v, (list, dict)) else v) for k, v in asdict(self).items()}
+        )
 
-    def since(self, before: RunStats) -> dict[str, int]:
+    def since(self, before: RunStats) -> dict[str, int | float]:
         now, then = asdict(self), asdict(before)
-        return {k: now[k] - then[k] for k in now if isinstance(now[k], int)}
+        return {k: now[k] - then[k] for k in now if isinstance(now[k], (int, float))}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,15 +62,180 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+DEFAULT_IN_FLIGHT = 512 << 20
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """`in_flight`: bytes of prefetched inputs and of finished tensors waiting for their cache write
+    that may be held at once (at least one tensor always proceeds). `pipelined=False` runs reads,
+    compute and writes one after another in the calling thread (the reference the pipeline is
+    tested against)."""
+
+    in_flight: int = DEFAULT_IN_FLIGHT
+    pipelined: bool = True
+
+
+class _Budget:
+    """Bytes in flight between the reader, the compute loop and the writer."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def try_take(self, n: int) -> bool:
+        with self._cond:
+            if self.used and self.used + n > self.limit:
+                return False
+            self._take(n)
+            return True
+
+    def take_when(self, n: int, ready: Callable[[], bool]) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.limit or ready())
+            self._take(n)
+
+    def _take(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class _CacheWriter:
+    """One background thread that writes finished tensors to the cache (device-to-host copy,
+    serialisation, file write), so the compute loop never waits on the disk unless the in-flight
+    budget is full."""
+
+    def __init__(self, cache: Cache, budget: _Budget):
+        self.cache = cache
+        self.budget = budget
+        self.pending = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="graphmerge-cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        self._raise()
+        size = _nbytes(value)
+        self.budget.take_when(size, lambda: self.pending == 0)
+        with self.budget._cond:
+            self.pending += 1
+        self._queue.put((key, value, size))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            key, value, size = item
+            try:
+                if self.error is None:
+                    self.cache.put_tensor(key, value)
+            except BaseException as exc:  # re-raised in the compute thread
+                self.error = exc
+            finally:
+                del value
+                with self.budget._cond:
+                    self.pending -= 1
+                self.budget.give(size)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+
+_DONE = object()
+
+
+def run_ahead(items: Iterator[Any], size_of: Callable[[Any], int], limit: int) -> Iterator[Any]:
+    """Yield what `items` yields, produced by a background thread that stays at most `limit`
+    bytes (and at least one item) ahead. Errors surface in the consumer; a consumer that stops
+    early stops the producer, which closes `items` in its own thread."""
+    budget = _Budget(limit)
+    handoff: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                size = size_of(item)
+                budget.take_when(size, lambda: stop.is_set() or budget.used == 0)
+                if stop.is_set():
+                    break
+                handoff.put((item, size))
+        except BaseException as exc:  # re-raised in the consumer
+            handoff.put((exc, -1))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            handoff.put((_DONE, 0))
+
+    worker = threading.Thread(target=produce, name="graphmerge-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, size = handoff.get()
+            if item is _DONE:
+                return
+            if size < 0:
+                raise item
+            budget.give(size)
+            yield item
+    finally:
+        stop.set()
+        budget.give(0)  # wake a producer waiting for room
+        worker.join()
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _planned_nbytes(task: TensorTask) -> int:
+    if task.shape is None:
+        return 0
+    size = torch.empty((), dtype=getattr(torch, task.dtype or "float32", torch.float32)).element_size()
+    return torch.Size(task.shape).numel() * size
+
+
 class TensorExecutor:
     """Computes tensor tasks. Cached results are fetched instead of recomputed; every value is
-    dropped after its last consumer has used it, so peak memory is a few tensors, not models."""
+    dropped after its last consumer has used it, so peak memory is a few tensors, not models.
 
-    def __init__(self, cache: Cache, device: torch.device, stats: RunStats, progress: bool = True):
+    Pipelined (the default): a reader thread loads source tensors and cache hits ahead of the
+    compute loop (and, on a GPU, copies them to the device on a side stream), and a writer thread
+    writes finished tensors to the cache, both bounded by the in-flight byte budget. The compute
+    itself runs the same ops in the same order as the sequential path, so results are identical."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        device: torch.device,
+        stats: RunStats,
+        progress: bool = True,
+        settings: ExecutorSettings | None = None,
+    ):
         self.cache = cache
         self.device = device
         self.stats = stats
         self.progress = progress
+        self.settings = settings or ExecutorSettings()
+        self.peak_in_flight = 0
+        self._copy_stream = None
 
     def _plan(self, roots: Sequence[TensorTask]) -> tuple[list[TensorTask], set[str]]:
         """Tasks in execution order (a depth-first post-order from each root in turn, so one
@@ -94,16 +267,21 @@ class TensorExecutor:
                     order.append(graph.nodes[key]["task"])
         return order, hits
 
-    def _run_op(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
+    def _compute(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
         op = get_tensor_op(task.op)
         args = [t.to(self.device) if t.device != self.device else t for t in inputs]
         with torch.no_grad():
             value = op.fn(*args, **dict(task.params))
         if op.cached:
-            self.cache.put_tensor(task.key, value)
             self.stats.tasks_executed += 1
         else:
             self.stats.tensors_read += 1
+        return value
+
+    def _run_op(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
+        value = self._compute(task, inputs)
+        if task.cached:
+            self.cache.put_tensor(task.key, value)
         return value
 
     def _compute_uncached(self, task: TensorTask) -> torch.Tensor:
@@ -114,6 +292,33 @@ class TensorExecutor:
             except CacheMiss:
                 pass
         return self._run_op(task, [self._compute_uncached(t) for t in task.inputs])
+
+    def _load(self, task: TensorTask, hit: bool) -> tuple[torch.Tensor, Any]:
+        """A source read or a cache hit, moved to the device; with the CUDA event to wait on."""
+        if hit:
+            try:
+                value = self.cache.get_tensor(task.key)
+                self.stats.tasks_cached += 1
+            except CacheMiss:
+                value = self._compute_uncached(task)
+        else:
+            value = self._compute(task, [])
+        if self.device.type != "cuda" or value.device == self.device:
+            return value, None
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            moved = value.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self._copy_stream)
+        return moved, event
+
+    def _arrived(self, value: torch.Tensor, event: Any) -> torch.Tensor:
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            value.record_stream(current)  # allocated on the copy stream, used and freed on this one
+        return value
 
     def stream(
         self, roots: Sequence[TensorTask], desc: str = "tensors"
@@ -130,32 +335,83 @@ class TensorExecutor:
             root_positions.setdefault(root.key, []).append(i)
             remaining[root.key] = remaining.get(root.key, 0) + 1
         self.stats.tasks_total += len(order)
+        # Loaded rather than computed: cache hits and tasks with no inputs that are not cached
+        # (source reads). They are what the reader fetches ahead.
+        loads = [t for t in order if t.key in hits or (not t.inputs and not t.cached)]
+        pipelined = self.settings.pipelined
+        budget = _Budget(self.settings.in_flight)
+        reader = ThreadPoolExecutor(1, thread_name_prefix="graphmerge-reader") if pipelined else None
+        writer = _CacheWriter(self.cache, budget) if pipelined else None
+        fetched: dict[str, tuple[Future, int]] = {}
+        cursor = 0
+
+        def prefetch() -> None:
+            nonlocal cursor
+            while cursor < len(loads) and reader is not None:
+                task = loads[cursor]
+                size = _planned_nbytes(task)
+                if not budget.try_take(size):
+                    return
+                fetched[task.key] = (reader.submit(self._load, task, task.key in hits), size)
+                cursor += 1
+
         values: dict[str, torch.Tensor] = {}
         show = self.progress and len(order) > 20 and sys.stderr.isatty()
         bar = tqdm(total=len(order), desc=desc, unit="task", disable=not show, leave=False)
+        busy = time.perf_counter()
         try:
-            for task in order:
-                if task.key in hits:
-                    try:
-                        value = self.cache.get_tensor(task.key)
-                        self.stats.tasks_cached += 1
-                    except CacheMiss:
-                        value = self._compute_uncached(task)
-                else:
-                    value = self._run_op(task, [values[t.key] for t in task.inputs])
-                    for inp in task.inputs:
-                        remaining[inp.key] -= 1
-                        if remaining[inp.key] == 0:
-                            values.pop(inp.key, None)
-                values[task.key] = value
-                bar.update(1)
-                for i in root_positions.get(task.key, ()):
-                    yield i, value
-                    remaining[task.key] -= 1
-                if remaining.get(task.key, 0) == 0:
-                    values.pop(task.key, None)
+            with self.cache.pinned(hits):
+                for task in order:
+                    prefetch()
+                    if task.key in fetched:
+                        future, size = fetched.pop(task.key)
+                        value = self._arrived(*future.result())
+                        budget.give(size)
+                    elif task.key in hits or (not task.inputs and not task.cached):
+                        value = self._arrived(*self._load(task, task.key in hits))
+                    else:
+                        value = self._compute(task, [values[t.key] for t in task.inputs])
+                        if task.cached:
+                            if writer is not None:
+                                writer.put(task.key, value)
+                            else:
+                                self.cache.put_tensor(task.key, value)
+                        for inp in task.inputs:
+                            remaining[inp.key] -= 1
+                            if remaining[inp.key] == 0:
+                                values.pop(inp.key, None)
+                    values[task.key] = value
+                    bar.update(1)
+                    for i in root_positions.get(task.key, ()):
+                        self.stats.tensor_seconds += time.perf_counter() - busy
+                        yield i, value
+                        busy = time.perf_counter()
+                        remaining[task.key] -= 1
+                    if remaining.get(task.key, 0) == 0:
+                        values.pop(task.key, None)
+                if writer is not None:
+                    writer.close()
+                    writer = None
         finally:
+            self.stats.tensor_seconds += time.perf_counter() - busy
             bar.close()
+            for future, _ in fetched.values():
+                future.cancel()
+            if reader is not None:
+                reader.shutdown(wait=True)
+            if writer is not None:
+                writer.close()
+            self.peak_in_flight = max(self.peak_in_flight, budget.peak)
+
+    def stream_ahead(
+        self, roots: Sequence[TensorTask], desc: str = "tensors"
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """`stream`, computed in a background thread up to the in-flight budget ahead of the
+        consumer, so a consumer that writes (the output shards of `save`) overlaps the compute."""
+        if not self.settings.pipelined:
+            yield from self.stream(roots, desc)
+            return
+        yield from run_ahead(self.stream(roots, desc), lambda item: _nbytes(item[1]), self.settings.in_flight)
 
     def materialize(self, model: Model, desc: str = "tensors") -> dict[str, torch.Tensor]:
         names = list(model.tensors)
@@ -230,6 +486,7 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
                 values[name] = cached
                 continue
         ctx.node_name = name
+        started = time.perf_counter()
         try:
             result = nt.fn(ctx, spec.params, inputs)
         except GraphmergeError as exc:
@@ -237,6 +494,10 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
                 exc.where = graph.where(name) + (f": {exc.where}" if exc.where else "")
                 exc.args = (exc.one_line(),)
             raise
+        finally:
+            ctx.stats.op_seconds[spec.op] = (
+                ctx.stats.op_seconds.get(spec.op, 0.0) + time.perf_counter() - started
+            )
         if nt.cached:
             ctx.cache.put_result(key, result)
         values[name] = result

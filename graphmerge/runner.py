@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphmerge.cache import Cache, default_cache_dir
-from graphmerge.executor import RunContext, RunStats, TensorExecutor, resolve_device, run_nodes
+from graphmerge.cache import Cache, CacheSettings, default_cache_dir
+from graphmerge.executor import (
+    ExecutorSettings,
+    RunContext,
+    RunStats,
+    TensorExecutor,
+    resolve_device,
+    run_nodes,
+)
 from graphmerge.spec import GraphSpec, load_graph
 
 
@@ -54,15 +61,20 @@ def make_context(
     log: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
     force: bool = False,
+    cache_max_size: int | str | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> RunContext:
-    cache = Cache(cache_dir or default_cache_dir(), force=force)
-    stats = RunStats()
+    """`cache_max_size` (e.g. from --cache-max-size) overrides the graph's `cache: max_size`."""
+    where = f"{graph.file or '<graph>'}: cache"
+    settings = CacheSettings.from_mapping(graph.cache, where=where).with_max_size(cache_max_size)
     dev = resolve_device(device)
+    cache = Cache(cache_dir or default_cache_dir(), settings, force=force)
+    stats = RunStats()
     ctx = RunContext(
         cache=cache,
         device=dev,
         stats=stats,
-        executor=TensorExecutor(cache, dev, stats, progress=progress),
+        executor=TensorExecutor(cache, dev, stats, progress=progress, settings=executor),
         graph=graph,
         progress=progress,
         trust_remote_code=trust_remote_code or graph.trust_remote_code,
@@ -83,6 +95,8 @@ def run_graph(
     log: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
     force: bool = False,
+    cache_max_size: int | str | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> RunResult:
     """`force`: recompute everything, ignoring what earlier runs cached (see graphmerge/cache.py)."""
     start = time.perf_counter()
@@ -95,9 +109,12 @@ def run_graph(
         log=log,
         trust_remote_code=trust_remote_code,
         force=force,
+        cache_max_size=cache_max_size,
+        executor=executor,
     )
     try:
         values = run_nodes(ctx, graph)
+        ctx.extras["cache"] = ctx.cache.run_summary()
     finally:
         ctx.cache.close()
     return RunResult(

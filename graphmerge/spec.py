@@ -27,7 +27,7 @@ VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _SENTINEL = re.compile(r"\$__gmvar_([A-Za-z0-9_.]+)__\$")
 # Left alone at load time: filled per trial by the optimize node.
 DEFERRED_VARS = ("params.", "budget")
-TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description", "trust_remote_code")
+TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description", "trust_remote_code", "cache")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class GraphSpec:
     seed: int = 0
     lines: Mapping[tuple, int] = field(default_factory=dict, compare=False)
     trust_remote_code: bool = False  # the graph's own consent to run code from model folders
+    cache: Mapping[str, Any] = field(default_factory=dict)  # the `cache:` settings (see cache.py)
 
     def where(self, node: str | None = None, key: str | None = None) -> str:
         return _where(self.file, self.lines, node, key)
@@ -295,6 +296,19 @@ def build_graph(
         problems.append(
             f"{loc}:{lines.get(('trust_remote_code',), '?')}: trust_remote_code must be true or false"
         )
+    cache_raw = data.get("cache") or {}
+    if not isinstance(cache_raw, dict):
+        problems.append(
+            f"{loc}:{lines.get(('cache',), '?')}: `cache:` must be a mapping (max_size, memory, search_persist)"
+        )
+        cache_raw = {}
+    else:
+        from graphmerge.cache import CacheSettings
+
+        try:
+            CacheSettings.from_mapping(cache_raw, where=f"{loc}:{lines.get(('cache',), '?')}")
+        except SpecError as exc:
+            problems.append(exc.one_line())
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
         raise SpecError(
@@ -397,6 +411,7 @@ def build_graph(
         seed=int(seed),
         lines=lines,
         trust_remote_code=data.get("trust_remote_code") is True,
+        cache=dict(cache_raw),
     )
 
 

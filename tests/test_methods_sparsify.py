@@ -78,3 +78,27 @@ def test_radix_kth_largest_is_exact(dist):
         x = torch.randn(n, generator=g)
     for k in (1, 2, n // 10, n // 2, n - 1, n):
         assert kth_largest(x, k) == torch.kthvalue(x, n - k + 1).values, k
+
+
+@pytest.mark.parametrize("dist", ["magnitudes", "signed", "many_ties", "zeros_and_ones", "bf16", "float64"])
+def test_device_selection_path_gives_the_cpu_masks(dist):
+    """The accelerator path (histograms + running tie count, no host reads) is run here on CPU
+    tensors and must give exactly the CPU path's masks, tie rule included."""
+    g = torch.Generator().manual_seed(1)
+    for n in (5, 777, 131_075):
+        x = torch.randn(n, generator=g)
+        if dist == "magnitudes":
+            x = x.abs()
+        elif dist == "many_ties":
+            x = torch.randint(0, 4, (n,), generator=g).float() * 0.5
+        elif dist == "zeros_and_ones":
+            x = (torch.rand(n, generator=g) > 0.9).float()
+        elif dist == "bf16":
+            x = x.abs().bfloat16()
+        elif dist == "float64":
+            x = x.abs().double()
+        for k in sorted({1, 2, n // 7, n // 2, n - 1} - {0}):
+            expected = sp.top_k_mask(x, k)
+            got = sp.top_k_mask_on_device(x, k)
+            assert int(got.sum()) == k
+            assert torch.equal(got, expected), (n, k)

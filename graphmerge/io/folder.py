@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-import mmap
+import os
 import struct
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -75,6 +75,7 @@ TOKENIZER_FILE_NAMES: tuple[str, ...] = (
     "chat_template.json",
 )
 
+_HASH_CHUNK = 8 << 20
 # Header larger than this is certainly corrupt (real headers are a few MB at most).
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -100,10 +101,13 @@ def tokenizer_files(directory: Path | str) -> list[Path]:
 def _digest_bytes(dtype: torch.dtype, shape: tuple[int, ...], data: Any) -> str:
     # dtype and shape are hashed too: the same bytes viewed as another dtype/shape is another tensor.
     # The dtype is spelled the torch way so .bin and .safetensors copies of a tensor digest equally.
-    h = xxhash.xxh3_128()
-    h.update(f"{str(dtype).removeprefix('torch.')}|{','.join(map(str, shape))}|".encode())
+    h = xxhash.xxh3_128(_digest_prefix(dtype, shape))
     h.update(data)
     return h.hexdigest()
+
+
+def _digest_prefix(dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
+    return f"{str(dtype).removeprefix('torch.')}|{','.join(map(str, shape))}|".encode()
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -329,22 +333,36 @@ class ModelFolder:
 
     # ------------------------------------------------------------------ data
     def read(self, name: str) -> torch.Tensor:
-        """One tensor, read lazily (safetensors: mmap of that tensor only)."""
+        """One tensor, read lazily (safetensors: only that tensor's bytes)."""
         info = self.info(name)
         if self.format == "pytorch":
             # The cached state dict is a copy-on-write mmap shared by all reads: hand out a copy so that
             # in-place edits by a caller cannot leak into later reads (safetensors reads are fresh too).
             return self._handles[info.file][name].clone()
-        handle = self._handles.get(info.file)
-        if handle is None:
-            from safetensors import safe_open
-
+        # A positioned read straight into the tensor's own memory: no mmap, so the source pages
+        # never count towards this process's resident memory, and threads may read concurrently.
+        out = torch.empty(info.shape, dtype=info.dtype)
+        if out.numel() == 0:
+            return out
+        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        try:
+            fd = os.open(info.file, os.O_RDONLY)
             try:
-                handle = safe_open(str(info.file), framework="pt", device="cpu")
-            except Exception as e:  # safetensors raises its own error types
-                raise ModelError(f"cannot open safetensors file: {e}", where=str(info.file)) from e
-            self._handles[info.file] = handle
-        return handle.get_tensor(name)
+                done = 0
+                while done < len(view):
+                    n = os.preadv(fd, [view[done:]], info.begin + done)
+                    if n <= 0:
+                        raise ModelError(
+                            f"tensor {name!r} ends past the end of the file",
+                            where=str(info.file),
+                            fix="the file was truncated; re-download or re-save the model",
+                        )
+                    done += n
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise ModelError(f"cannot read safetensors file: {e.strerror or e}", where=str(info.file)) from e
+        return out
 
     def close(self) -> None:
         """Drop open safetensors handles (e.g. before the files are replaced on disk); reads reopen."""
@@ -374,15 +392,23 @@ class ModelFolder:
         if self.format == "pytorch":
             return {n: tensor_digest(self._handles[f][n]) for n in names}
         res: dict[str, str] = {}
-        with open(f, "rb") as fh:
-            if f.stat().st_size == 0:
-                return res
-            # Hash straight from the page cache: no torch decoding, no copies.
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
-                for n in names:
-                    i = self._infos[n]
-                    with view[i.begin : i.end] as chunk:
-                        res[n] = _digest_bytes(i.dtype, i.shape, chunk)
+        # Hashed through one reused buffer, not an mmap: the file's pages never count towards this
+        # process's resident memory (a merge's peak RSS stays at its in-flight tensors).
+        buf = bytearray(_HASH_CHUNK)
+        view = memoryview(buf)
+        with open(f, "rb", buffering=0) as fh:
+            for n in names:
+                i = self._infos[n]
+                h = xxhash.xxh3_128(_digest_prefix(i.dtype, i.shape))
+                fh.seek(i.begin)
+                left = i.end - i.begin
+                while left:
+                    got = fh.readinto(view[: min(left, _HASH_CHUNK)])
+                    if not got:
+                        raise ModelError(f"tensor {n!r} ends past the end of the file", where=str(f))
+                    h.update(view[:got])
+                    left -= got
+                res[n] = h.hexdigest()
         return res
 
 

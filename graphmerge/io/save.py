@@ -22,15 +22,9 @@ from graphmerge.errors import ModelError, SpecError
 from graphmerge.filemode import dir_mode, file_mode
 from graphmerge.io.folder import tokenizer_files
 from graphmerge.lazy import torch
+from graphmerge.tensorfile import write_safetensors as save_file  # no bytes copy of each tensor
 
 __all__ = ["SaveOutcome", "parse_size", "save_hf_model", "write_hf_model"]
-
-
-def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
-    """safetensors' `save_file`, imported on first use because it imports torch (graphmerge/lazy.py)."""
-    from safetensors.torch import save_file as st_save_file
-
-    st_save_file(tensors, path, metadata=metadata)
 
 _UNITS = {
     "": 1,

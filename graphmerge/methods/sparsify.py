@@ -5,6 +5,10 @@ elements (magnitude keeps at least one), density >= 1 returns the tensor untouch
 whole tensor to pick the top k; we select the k-th largest magnitude with torch.kthvalue (linear
 time) and threshold, which gives the same set up to the order of exact ties.
 Ties at the threshold are broken towards the lower flat index so results are deterministic.
+
+On an accelerator the selection runs entirely on the tensor's device (`top_k_mask_on_device`): the
+radix histograms, the bucket search and the tie fill are tensor ops with no value read back to the
+host, so the device never waits on Python. Both paths give bit-identical masks.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(values, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
+    if values.device.type != "cpu":
+        return top_k_mask_on_device(values, k)
     thr, greater = _select(flat, k)
     mask = flat > thr
     short = k - (int(mask.sum()) if greater is None else greater)
@@ -73,6 +79,62 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         short -= ties.numel()
         start += _TIE_CHUNK
     return mask.view(values.shape)
+
+
+_BUCKETS = 1 << 16
+
+
+def _order_keys(values: torch.Tensor) -> torch.Tensor:
+    """int32 keys that sort like the float32 values (negatives: flip the 31 value bits)."""
+    bits = values.view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _count(index: torch.Tensor, size: int) -> torch.Tensor:
+    # index_add_ of ones into a fixed-size histogram: unlike bincount it never asks the host for
+    # the largest index, so it queues on the device without a synchronisation.
+    dtype = torch.int32 if index.numel() < 2**31 else torch.int64
+    counts = torch.zeros(size, dtype=dtype, device=index.device)
+    return counts.index_add_(0, index, torch.ones((), dtype=dtype, device=index.device).expand(index.numel()))
+
+
+def _histogram_select(counts: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bucket holding the k-th largest, elements in buckets above it), both as 1-element tensors."""
+    from_top = counts.flip(0).cumsum(0)
+    j = torch.searchsorted(from_top, k)
+    bucket = counts.numel() - 1 - j
+    return bucket, from_top[j] - counts[bucket]
+
+
+def top_k_mask_on_device(values: torch.Tensor, k: int) -> torch.Tensor:
+    """`top_k_mask` as tensor ops only (1 <= k < n): the same exact two-pass radix select over keys
+    that sort like the values, then the tie fill by a running count of ties instead of a chunked
+    scan. Nothing is read back to the host, so a CUDA stream runs it without stalling."""
+    flat = values.reshape(-1)
+    if flat.dtype != torch.float32:
+        if flat.dtype == torch.float64:  # no exact float32 key: compare the values themselves
+            thr = torch.kthvalue(flat, flat.numel() - k + 1).values
+            return _fill_ties(flat > thr, flat == thr, k - (flat > thr).sum()).view(values.shape)
+        flat = flat.float()  # bf16 / fp16 -> fp32 is exact and keeps the order
+    dev = flat.device
+    key = _order_keys(flat)
+    high = (key >> 16) + (_BUCKETS >> 1)  # 0 .. 65535, ordered like the keys
+    want = torch.full((1,), k, dtype=torch.int64, device=dev)
+    bucket, above = _histogram_select(_count(high, _BUCKETS), want)
+    # Elements outside the answer's bucket go to an extra last bin, dropped before the search.
+    low = torch.where(high == bucket, key & 0xFFFF, _BUCKETS)
+    low_counts = _count(low, _BUCKETS + 1)[:_BUCKETS]
+    low_bits, above_low = _histogram_select(low_counts, want - above)
+    thr_key = ((bucket - (_BUCKETS >> 1)) << 16 | low_bits).to(torch.int32)
+    greater = key > thr_key
+    return _fill_ties(greater, key == thr_key, want - above - above_low).view(values.shape)
+
+
+def _fill_ties(mask: torch.Tensor, ties: torch.Tensor, short: torch.Tensor) -> torch.Tensor:
+    """Add the first `short` ties (lowest flat indices) to `mask`, without leaving the device."""
+    dtype = torch.int32 if ties.numel() < 2**31 else torch.int64
+    rank = ties.to(dtype).cumsum(0, dtype=dtype)
+    return mask | (ties & (rank <= short))
 
 
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor | None:

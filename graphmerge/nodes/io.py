@@ -192,7 +192,10 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
         done = 0
         try:
-            for i, value in ctx.executor.stream([model.tensors[n] for n in names], desc=f"save {out.name}"):
+            # Computed ahead in a background thread: shard writes overlap the merge.
+            for i, value in ctx.executor.stream_ahead(
+                [model.tensors[n] for n in names], desc=f"save {out.name}"
+            ):
                 value = value.to("cpu")
                 done = i + 1
                 yield names[i], value.to(target) if target is not None else value

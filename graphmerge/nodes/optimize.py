@@ -248,8 +248,11 @@ class TrialRunner:
         started = time.perf_counter()
         before = ctx.stats.snapshot()
         graph = trial_graph(ctx.graph, self.params, problem.make_nodes(config, limit), limit)
-        values = run_nodes(ctx, graph, initial=outer)
+        with ctx.cache.search_trial():
+            values = run_nodes(ctx, graph, initial=outer)
         delta = ctx.stats.since(before)
+        # Trial models are lazy: their tensor work happens inside the evaluate node.
+        evaluate_s = ctx.stats.op_seconds.get("evaluate", 0.0) - before.op_seconds.get("evaluate", 0.0)
         result = values[EVAL_NODE]
         return TrialOutcome(
             scores=dict(result["scores"]),
@@ -260,6 +263,8 @@ class TrialRunner:
                 "cold_tasks": cold_task_count(values[self.params.output]),
                 "evaluations_run": delta["evaluations_run"],
                 "evaluations_cached": delta["evaluations_cached"],
+                "tensor_s": round(delta["tensor_seconds"], 4),
+                "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
             },
         )
 
