@@ -26,6 +26,8 @@ import xxhash
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from graphmerge.errors import storage_error
+
 
 def default_cache_dir() -> Path:
     env = os.environ.get("GRAPHMERGE_CACHE")
@@ -40,8 +42,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
     """Write via a temp file and a rename, so readers see the old file or the whole new one.
     `durable=False` skips fsync: fine for cache blobs, whose digest is checked on every read (a blob
     torn by a power cut is a cache miss, not bad data)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise (storage_error(exc, path.parent, path.name, "no file was changed") or exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -49,9 +54,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        kept = f"{path.name} is as it was and the partial file was removed"
+        raise (storage_error(exc, path.parent, path.name, kept) or exc) from exc
 
 
 @dataclass(frozen=True)

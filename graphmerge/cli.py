@@ -104,9 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from graphmerge.spec import load_graph, parse_set_overrides
+    from graphmerge.runner import check_graph
+    from graphmerge.spec import parse_set_overrides
 
-    graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
+    graph = check_graph(args.graph, overrides=parse_set_overrides(args.set), cache_dir=args.cache_dir)
     print(f"{args.graph}: ok ({len(graph.nodes)} nodes: {' -> '.join(graph.order)})")
     return 0
 
@@ -115,11 +116,11 @@ def cmd_viz(args: argparse.Namespace) -> int:
     from graphmerge.spec import load_graph, parse_set_overrides
     from graphmerge.viz import render
 
+    if args.format == "png" and args.output is None:
+        raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
     graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
     text_or_bytes = render(graph, args.format, cache_dir=args.cache_dir)
     if args.format == "png":
-        if args.output is None:
-            raise GraphmergeError("--format png needs an output file", fix="add -o graph.png")
         args.output.write_bytes(text_or_bytes)
     elif args.output is not None:
         args.output.write_text(text_or_bytes)
@@ -178,6 +179,41 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeError | None:
+    """A user-facing error for failures that come from the environment rather than from a bug in
+    graphmerge: a broken cache index, the file system, undecodable files, memory. None otherwise."""
+    import sqlite3
+
+    from graphmerge.errors import storage_error
+
+    if isinstance(exc, sqlite3.Error):
+        from graphmerge.cache import default_cache_dir
+
+        root = getattr(args, "cache_dir", None) or default_cache_dir()
+        return GraphmergeError(
+            f"the cache index cannot be used ({type(exc).__name__}: {exc}); outputs and cached blobs are untouched",
+            where=str(root),
+            fix=f"run `graphmerge cache verify --cache-dir {root}`, or move {root} aside and rerun",
+        )
+    if isinstance(exc, OSError):
+        path = exc.filename or "a file"
+        known = storage_error(exc, path, "it", "finished work is cached and existing outputs are unchanged")
+        if known is not None:
+            return known
+        return GraphmergeError(exc.strerror or str(exc), where=str(path), fix="check that path and rerun")
+    if isinstance(exc, UnicodeDecodeError):
+        return GraphmergeError(
+            f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            fix="check that every path in the graph names the intended text file (rerun with --debug to see which)",
+        )
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return GraphmergeError(
+            f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'})",
+            fix="use --device cpu, a smaller save max_shard_size, or a machine with more memory",
+        )
+    return None
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
 
 
@@ -200,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished work is cached; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: short by default, full with --debug
+        known = known_failure(exc, args)
+        if known is not None:
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {known.one_line()}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if args.debug:
             traceback.print_exc()
         else:

@@ -60,6 +60,10 @@ class NodeType:
     # For `viz`: "cached" | "partial" | "missing" without running the node, for nodes that cache
     # their own results (evaluate); None: judged from the node's output model or result key.
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = field(default=None, compare=False)
+    # `check(ctx, params, inputs) -> stand-in value`: what `validate` (and `run`, before computing
+    # anything) runs instead of `fn` for nodes that compute, evaluate or write. Nodes without one
+    # that only plan (neither cached nor effectful) run `fn` itself, which is cheap.
+    check: Callable[..., Any] | None = field(default=None, compare=False)
 
 
 _NODE_TYPES: dict[str, NodeType] = {}
@@ -106,6 +110,7 @@ def node(
     cached: bool = False,
     effectful: bool = False,
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = None,
+    check: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a node type. `inputs` names the parameter fields that hold node references
     (a string, a list of strings, or a mapping whose keys are references), or is a function
@@ -127,6 +132,7 @@ def node(
             effectful=effectful,
             doc=(fn.__doc__ or "").strip().split("\n")[0],
             cache_state=cache_state,
+            check=check,
         )
         return fn
 

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from graphmerge.cache import Cache, default_cache_dir
-from graphmerge.executor import RunContext, RunStats, TensorExecutor, resolve_device, run_nodes
+from graphmerge.executor import (
+    RunContext,
+    RunStats,
+    TensorExecutor,
+    check_nodes,
+    resolve_device,
+    run_nodes,
+)
 from graphmerge.spec import GraphSpec, load_graph
 
 
@@ -81,9 +88,28 @@ def run_graph(
     graph = load_graph(path, text=text, overrides=overrides)
     ctx = make_context(graph, cache_dir=cache_dir, device=device, progress=progress, log=log)
     try:
+        # Everything `validate` checks fails here, before the first tensor is computed.
+        check_nodes(ctx, graph)
         values = run_nodes(ctx, graph)
     finally:
         ctx.cache.close()
     return RunResult(
         graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start
     )
+
+
+def check_graph(
+    path: Path | str | None = None,
+    *,
+    text: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache_dir: Path | str | None = None,
+) -> GraphSpec:
+    """`validate`: the graph, then every check `run` makes before computing (the same code path)."""
+    graph = load_graph(path, text=text, overrides=overrides)
+    ctx = make_context(graph, cache_dir=cache_dir, device="cpu", progress=False)
+    try:
+        check_nodes(ctx, graph)
+    finally:
+        ctx.cache.close()
+    return graph

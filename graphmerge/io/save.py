@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from graphmerge.errors import ModelError, SpecError
 from graphmerge.io.folder import tokenizer_files
 
-__all__ = ["write_hf_model", "parse_size", "DTYPES"]
+__all__ = ["write_hf_model", "check_output_folder", "parse_size", "DTYPES"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -156,6 +156,28 @@ class _ShardWriter:
         (self.tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+def check_output_folder(out: Path) -> None:
+    """An output folder can be written: it is absent, empty or a model folder (so a mistyped path
+    never replaces unrelated data), and its nearest existing ancestor is a writable folder."""
+    if out.exists() and not (out.is_dir() and ((out / "config.json").is_file() or not any(out.iterdir()))):
+        raise ModelError(
+            f"output path {out} exists and is not a model folder",
+            fix="choose another output path or remove it yourself",
+        )
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ModelError(
+            f"cannot create output folder {out}: {ancestor} is a file", fix="choose another output path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ModelError(
+            f"cannot create output folder {out}: {ancestor} is not writable",
+            fix="choose a path you can write or fix the folder's permissions",
+        )
+
+
 def write_hf_model(
     out_dir: Path | str,
     config: Mapping,
@@ -179,11 +201,7 @@ def write_hf_model(
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
-    if out.exists() and not (out.is_dir() and ((out / "config.json").is_file() or not any(out.iterdir()))):
-        raise ModelError(
-            f"output path {out} exists and is not a model folder",
-            fix="choose another output path or remove it yourself",
-        )
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

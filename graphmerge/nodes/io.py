@@ -12,10 +12,11 @@ import torch
 import xxhash
 from pydantic import Field
 
+from graphmerge.errors import GraphmergeError, ModelError, storage_error
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
-from graphmerge.io.save import parse_size, write_hf_model
+from graphmerge.io.save import check_output_folder, parse_size, write_hf_model
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, make_task
 from graphmerge.registry import node, tensor_op
@@ -55,17 +56,39 @@ class LoadParams(NodeParams):
     path: Path = Field(description="Hugging Face model folder (config.json + safetensors or .bin)")
 
 
+def _refuse_remote_code(config: Mapping, folder: Path) -> None:
+    """A config whose architecture only the folder's own Python code (`auto_map`) defines: graphmerge
+    never runs code from a model folder, and a merge of it could be neither evaluated nor loaded
+    without that code. Architectures transformers knows load as usual; their auto_map is ignored."""
+    if not config.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        return
+    modules = sorted({str(v).split(".")[0] + ".py" for v in dict(config["auto_map"]).values()})
+    raise ModelError(
+        f"model_type {model_type!r} is defined only by the folder's own code (auto_map: {', '.join(modules)}), "
+        "which graphmerge never runs",
+        where=str(folder / "config.json"),
+        fix="use a model whose architecture transformers supports, or convert the checkpoint to one",
+    )
+
+
 @node("load", version="1", params=LoadParams)
 def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
     """A model folder; tensors are read lazily, one at a time, when something needs them."""
     folder = open_folder(params.path)
-    digests = folder.tensor_digests(memo=ctx.cache.digests)
+    _refuse_remote_code(folder.config, folder.path)
+    # Checking plans but never reads tensor bytes: the path stands in for the content digest.
+    digests = {} if ctx.checking else folder.tensor_digests(memo=ctx.cache.digests)
     tasks = {}
     for name in folder.tensor_names:
         info = folder.info(name)
         tasks[name] = make_task(
             "read",
-            identity=digests[name],
+            identity=digests.get(name) or ("unread", str(folder.path), name),
             shape=tuple(info.shape),
             dtype=str(info.dtype).removeprefix("torch."),
             path=str(folder.path),
@@ -128,7 +151,24 @@ def model_card(model: Model, dtype: str | None) -> str:
     return "\n".join(lines)
 
 
-@node("save", version="1", params=SaveParams, inputs=["input"], effectful=True)
+def save_check(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
+    """The output folder can be written and is none of the graph's source model folders."""
+    model: Model = inputs[params.input]
+    out = Path(params.path).absolute()
+    parse_size(params.max_shard_size)
+    for name, spec in ctx.graph.nodes.items():
+        if spec.op == "load":
+            source = Path(spec.params.path).absolute()
+            if out == source or source.is_relative_to(out):
+                raise ModelError(
+                    f"the output path {out} would replace the model that node '{name}' loads",
+                    fix="save to another folder",
+                )
+    check_output_folder(out)
+    return {"path": str(out), "model_key": model.key, "written": False}
+
+
+@node("save", version="1", params=SaveParams, inputs=["input"], effectful=True, check=save_check)
 def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     """Write an HF model folder that plain transformers loads."""
     model: Model = inputs[params.input]
@@ -154,17 +194,28 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         ),
         "graph.yaml": ctx.graph.text,
     }
-    write_hf_model(
-        out,
-        config,
-        tensors(),
-        tokenizer_from=model.tokenizer_dir,
-        generation_config_from=model.tokenizer_dir,
-        dtype=target,
-        max_shard_size=parse_size(params.max_shard_size),
-        model_card=model_card(model, params.dtype),
-        extra_files=extra,
-    )
+    try:
+        write_hf_model(
+            out,
+            config,
+            tensors(),
+            tokenizer_from=model.tokenizer_dir,
+            generation_config_from=model.tokenizer_dir,
+            dtype=target,
+            max_shard_size=parse_size(params.max_shard_size),
+            model_card=model_card(model, params.dtype),
+            extra_files=extra,
+        )
+    except GraphmergeError:
+        raise
+    except Exception as exc:  # safetensors reports a full disk as its own error type
+        kept = (
+            "the previous output (if any) is unchanged, the partial copy was removed, and the cache is intact"
+        )
+        err = storage_error(exc, out, "the output model", kept)
+        if err is None:
+            raise
+        raise err from exc
     ctx.stats.outputs.append(str(out))
     ctx.log(f"save: wrote {out}")
     return {"path": str(out), "model_key": model.key, "written": True}

@@ -3,6 +3,7 @@ executor and cache as everything else, so whatever trials share is computed once
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from graphmerge.errors import SpecError
+from graphmerge.errors import GraphmergeError, SpecError
 from graphmerge.executor import RunContext, run_nodes
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
@@ -305,16 +306,96 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def smac_settings(params: OptimizeParams):
+    from graphmerge.search import Objective, SmacSettings
+
+    try:
+        return SmacSettings(
+            **{
+                **(params.smac or {}),
+                "objectives": [Objective(name=o.task, weight=o.weight) for o in params.objectives],
+            }
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "smac"
+        raise SpecError(
+            f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README"
+        ) from None
+
+
+# Configurations a check plans besides the default and the strategy's initial ones: a seeded sample,
+# so a space whose corners a merge method rejects is caught before the search, not at trial 37.
+CHECK_SAMPLES = 8
+
+
+def _configs_to_check(params: OptimizeParams, problem: SearchProblem, seed: int) -> list[dict[str, Any]]:
+    from graphmerge.search import config_to_dict, validate_config
+
+    if params.config is not None:
+        return [validate_config(problem.space, params.config, where="config")]
+    configs = [dict(c) for c in problem.initial_configs]
+    configs.append(config_to_dict(problem.space.get_default_configuration()))
+    problem.space.seed(seed)
+    sampled = problem.space.sample_configuration(CHECK_SAMPLES)
+    configs += [config_to_dict(c) for c in (sampled if isinstance(sampled, list) else [sampled])]
+    feasible = [c for c in configs if problem.is_feasible is None or problem.is_feasible(c)]
+    return list({json.dumps(c, sort_keys=True, default=str): c for c in feasible}.values())
+
+
+def optimize_check(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy settings, the space, the SMAC settings, the output folder, and the trial graph
+    (merge parameters per tensor, tasks) of the default, initial and a sample of configurations,
+    all planned, none evaluated. The best model stands in as the default configuration's."""
+    from graphmerge.nodes.evaluate import check_writable_file
+
+    if params.smac is not None:
+        smac_settings(params)
+    out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
+    check_writable_file(out_dir / "trials.jsonl")
+    problem = build_problem(params, inputs, ctx.seed)
+    configs = _configs_to_check(params, problem, ctx.seed)
+    best = None
+    for config in configs:
+        graph = trial_graph(ctx.graph, params, problem.make_nodes(config, None), None)
+        try:
+            values = run_nodes(ctx, graph, initial=dict(inputs))
+        except SpecError as exc:
+            exc.where = f"trial configuration {config}" + (f": {exc.where}" if exc.where else "")
+            raise SpecError(exc.what, where=exc.where, fix=exc.fix) from None
+        except GraphmergeError as exc:
+            exc.where = f"trial configuration {config}" + (f": {exc.where}" if exc.where else "")
+            exc.args = (exc.one_line(),)
+            raise
+        if best is None:
+            best = values[params.output]
+    return {
+        "best": best,
+        "pareto": {},
+        "scores": {},
+        "config": configs[0] if configs else {},
+        "trials": None,
+        "recipe": None,
+        "report": None,
+    }
+
+
 OUTPUTS = ("best", "pareto", "scores", "config", "trials", "recipe", "report")
 
 
 @node(
-    "optimize", version="1", params=OptimizeParams, inputs=lambda p: p.refs(), outputs=OUTPUTS, effectful=True
+    "optimize",
+    version="1",
+    params=OptimizeParams,
+    inputs=lambda p: p.refs(),
+    outputs=OUTPUTS,
+    effectful=True,
+    check=optimize_check,
 )
 def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Search merge recipes with SMAC (or evaluate one fixed configuration of a strategy)."""
     from graphmerge.cache import atomic_write_bytes
-    from graphmerge.search import Objective, SmacSettings, progress_line, run_search, validate_config
+    from graphmerge.search import progress_line, run_search, validate_config
 
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -341,19 +422,7 @@ def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, 
             "report": None,
         }
 
-    try:
-        settings = SmacSettings(
-            **{
-                **params.smac,
-                "objectives": [Objective(name=o.task, weight=o.weight) for o in params.objectives],
-            }
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "smac"
-        raise SpecError(
-            f"smac.{key}: {err['msg']}", fix="see the optimize node's `smac` keys in the README"
-        ) from None
+    settings = smac_settings(params)
     n_trials = settings.n_trials
 
     def on_trial(record, best) -> None:

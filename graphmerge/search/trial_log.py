@@ -49,7 +49,7 @@ class TrialLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
-        else:
+        if not self.path.exists() or self.path.stat().st_size == 0:
             line = {"type": "header", "version": FORMAT_VERSION, "fingerprint": fingerprint, **header}
             self._write_lines([line], mode="w")
             _fsync_dir(self.path.parent)
@@ -65,9 +65,15 @@ class TrialLog:
                 f.truncate(good_end)
                 f.flush()
                 os.fsync(f.fileno())
-        lines = raw[:good_end].decode("utf-8").splitlines()
-        if not lines:
-            raise SpecError("the trial log is empty", where=str(self.path), fix="delete it to start over")
+        if good_end == 0:
+            return  # killed while writing the header: nothing was logged, start afresh
+        try:
+            lines = raw[:good_end].decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise SpecError(
+                f"line {line} is not UTF-8 text", where=str(self.path), fix="repair or delete the log"
+            ) from None
         header = self._parse(lines[0], 1)
         if header.get("type") != "header":
             raise SpecError(
