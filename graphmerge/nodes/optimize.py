@@ -117,7 +117,9 @@ def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int
     template_nodes = template.get("nodes", template)
     return SearchProblem(
         space=space,
-        make_nodes=lambda config, limit: substitute_params(template_nodes, config, limit, where="trial"),
+        make_nodes=lambda config, limit: substitute_params(
+            template_nodes, config, limit, known=list(space.keys()), where="trial"
+        ),
     )
 
 
@@ -348,12 +350,13 @@ def optimize_check(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str,
     (merge parameters per tensor, tasks) of the default, initial and a sample of configurations,
     all planned, none evaluated. The best model stands in as the default configuration's."""
     from graphmerge.nodes.evaluate import check_writable_file
+    from graphmerge.search import check_search
 
-    if params.smac is not None:
-        smac_settings(params)
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     check_writable_file(out_dir / "trials.jsonl")
     problem = build_problem(params, inputs, ctx.seed)
+    if params.smac is not None:
+        check_search(problem.space, smac_settings(params), out_dir, initial_configs=problem.initial_configs)
     configs = _configs_to_check(params, problem, ctx.seed)
     best = None
     for config in configs:

@@ -55,9 +55,20 @@ class TrialLog:
             _fsync_dir(self.path.parent)
 
     # -- reading -------------------------------------------------------------------------------------------
+    @classmethod
+    def check(cls, path: Path, fingerprint: str) -> None:
+        """Raise the error opening the log at `path` would raise, without changing the file."""
+        path = Path(path)
+        if path.is_file() and path.stat().st_size > 0:
+            reader = cls.__new__(cls)
+            reader.path, reader.fingerprint, reader.entries = path, fingerprint, []
+            raw = path.read_bytes()
+            reader._read(raw[: raw.rfind(b"\n") + 1])
+
     def _load(self) -> None:
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1
+        self._read(raw[:good_end])  # a log of another search is refused before anything is changed
         if good_end < len(raw):
             # A torn last line from a kill during write: it was never a finished trial, drop it.
             log.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
@@ -65,10 +76,12 @@ class TrialLog:
                 f.truncate(good_end)
                 f.flush()
                 os.fsync(f.fileno())
-        if good_end == 0:
+
+    def _read(self, raw: bytes) -> None:
+        if not raw:
             return  # killed while writing the header: nothing was logged, start afresh
         try:
-            lines = raw[:good_end].decode("utf-8").splitlines()
+            lines = raw.decode("utf-8").splitlines()
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
             raise SpecError(
