@@ -1,0 +1,286 @@
+"""Fault injection: SIGKILL at seeded random moments of a merge, a save and a search. After every
+kill `cache verify` finds nothing missing or corrupt, an existing output is either the old one or
+the complete new one, and a rerun's outputs equal an uninterrupted run's, byte for byte. A full
+disk is simulated with small tmpfs mounts (root only).
+
+`pytest -s` prints the figures the README's Reliability section quotes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, make_llama
+
+pytestmark = pytest.mark.slow
+
+POINTS = 10
+SEED = 13
+TINY = REPO / "models" / "tiny"
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("GRAPHMERGE_CACHE", None)
+    return env
+
+
+def _cmd(graph: Path, cache: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "graphmerge.cli",
+        "run",
+        str(graph),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
+
+
+def _run(graph: Path, cache: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(_cmd(graph, cache), env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return time.perf_counter() - start
+
+
+def _kill_after(graph: Path, cache: Path, delay: float) -> bool:
+    """Start a run and SIGKILL it after `delay` seconds; False if it finished first."""
+    proc = subprocess.Popen(
+        _cmd(graph, cache), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def _verify(cache: Path) -> int:
+    """Entries `cache verify` found missing or corrupt (0 for a cache that was never created)."""
+    if not cache.exists():
+        return 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphmerge.cli", "cache", "verify", "--cache-dir", str(cache), "--json"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return len(report["missing"]) + len(report["corrupted"])
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _trials(out: Path) -> list:
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    return [(r["config"], r["budget"], r["scores"]) for r in rows]
+
+
+def _merge_graph(root: Path, models: dict[str, Path], out: Path) -> Path:
+    body = {
+        "nodes": {
+            **{name: {"op": "load", "path": str(path)} for name, path in models.items()},
+            "merged": {
+                "op": "merge",
+                "method": "ties",
+                "base": "base",
+                "models": {n: {"weight": 1.0, "density": 0.5} for n in models if n != "base"},
+                "params": {"lambda": 1.0},
+            },
+            "save": {"op": "save", "input": "merged", "path": str(out), "max_shard_size": "20MB"},
+        }
+    }
+    path = root / "merge.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_models(tmp_path_factory) -> dict[str, Path]:
+    """Three ~50 MB Llamas: large enough that a kill lands in the middle of merging or writing."""
+    root = tmp_path_factory.mktemp("big")
+    dims = {"layers": 4, "hidden": 512, "vocab": 2048}
+    return {name: make_llama(root / name, seed, **dims) for seed, name in enumerate(["base", "a", "b"])}
+
+
+def _delays(total: float, salt: str) -> list[float]:
+    rng = random.Random(f"{SEED}-{salt}")
+    # Start-up (imports) takes the first part of a run; kills land anywhere after a fifth of it.
+    return sorted(rng.uniform(0.2 * total, total) for _ in range(POINTS))
+
+
+def _report(name: str, tried: int, killed: int, equal: int, corrupt: int) -> None:
+    print(
+        f"\nfault injection [{name}]: {tried} kill points, {killed} killed mid-run, "
+        f"{equal} reruns equal to the uninterrupted run, {corrupt} cache entries corrupt"
+    )
+
+
+def test_kill_during_merge(tmp_path, big_models):
+    out = tmp_path / "ref_out"
+    graph = _merge_graph(tmp_path, big_models, out)
+    total = _run(graph, tmp_path / "ref_cache")
+    want = _files(out)
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(total, "merge")):
+        shutil.rmtree(out)
+        cache = tmp_path / f"cache{i}"  # cold: the kill lands while merged tensors are computed
+        killed += _kill_after(graph, cache, delay)
+        corrupt += _verify(cache)
+        _run(graph, cache)
+        equal += _files(out) == want
+    _report("merge", POINTS, killed, equal, corrupt)
+    assert corrupt == 0 and equal == POINTS
+
+
+def test_kill_during_save(tmp_path, big_models):
+    out = tmp_path / "out"
+    graph = _merge_graph(tmp_path, big_models, out)
+    warm = tmp_path / "warm"
+    total = _run(graph, warm)  # fills the cache; what is left for the runs below is the save
+    want = _files(out)
+    previous = tmp_path / "previous"
+    make_llama(previous, 99, layers=4, hidden=512, vocab=2048)  # an earlier, different output
+    old = _files(previous)
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(total, "save")):
+        shutil.rmtree(out)
+        shutil.copytree(previous, out)
+        cache = tmp_path / f"cache{i}"
+        shutil.copytree(warm, cache)
+        killed += _kill_after(graph, cache, delay)
+        assert _files(out) in (old, want)  # the old output or the whole new one, never a mix
+        corrupt += _verify(cache)
+        _run(graph, cache)
+        equal += _files(out) == want
+        shutil.rmtree(cache)
+    _report("save", POINTS, killed, equal, corrupt)
+    assert corrupt == 0 and equal == POINTS
+
+
+def _search_graph(root: Path) -> Path:
+    body = {
+        "nodes": {
+            "base": {"op": "load", "path": str(TINY / "base")},
+            "add": {"op": "load", "path": str(TINY / "add")},
+            "reverse": {"op": "load", "path": str(TINY / "reverse")},
+            "search": {
+                "op": "optimize",
+                "strategy": "lfs",
+                "base": "base",
+                "models": ["add", "reverse"],
+                "settings": {"layer_granularity": 2, "methods": ["linear", "ties"]},
+                "objectives": [{"task": "tiny_add", "metric": "exact_match"}],
+                "include_path": [str(REPO / "graphs" / "tasks")],
+                "smac": {"facade": "hpo", "n_trials": 4, "max_budget": 8, "seed": 0},
+                "out": str(root / "out"),
+            },
+            "best": {"op": "save", "input": "search.best", "path": str(root / "out" / "best_model")},
+        }
+    }
+    path = root / "search.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_kill_during_search(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    total = _run(_search_graph(ref), ref / "cache")
+    want_trials, want_model = _trials(ref / "out"), _files(ref / "out" / "best_model")
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(total, "search")):
+        root = tmp_path / f"p{i}"
+        root.mkdir()
+        graph = _search_graph(root)
+        killed += _kill_after(graph, root / "cache", delay)
+        corrupt += _verify(root / "cache")
+        _run(graph, root / "cache")
+        equal += _trials(root / "out") == want_trials and _files(root / "out" / "best_model") == want_model
+        shutil.rmtree(root)
+    _report("search", POINTS, killed, equal, corrupt)
+    assert corrupt == 0 and equal == POINTS
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+def _mount_tmpfs(path: Path, size: str) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("simulating a full disk mounts a small tmpfs, which needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], check=False)
+
+
+def _tiny_merge(root: Path, out: Path) -> Path:
+    return _merge_graph(root, {n: TINY / n for n in ("base", "add", "reverse")}, out)
+
+
+def _run_expecting_error(graph: Path, cache: Path) -> str:
+    proc = subprocess.run(_cmd(graph, cache), env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    print(f"\n{errors[0]}")
+    return errors[0]
+
+
+def test_full_disk_while_writing_the_output(tmp_path):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "4m")
+    try:
+        out = disk / "out"
+        shutil.copytree(TINY / "reverse", out)  # the previous output, 3.2 MB of the 4 MB
+        before = _files(out)
+        cache = tmp_path / "cache"
+        error = _run_expecting_error(_tiny_merge(tmp_path, out), cache)
+        assert "no space left" in error and str(out) in error and "nothing was lost" in error, error
+        assert _files(out) == before
+        assert sorted(p.name for p in disk.iterdir()) == ["out"]  # no half-written copy left behind
+        assert _verify(cache) == 0
+    finally:
+        _umount(disk)
+
+
+def test_full_disk_while_writing_the_cache(tmp_path):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "512k")
+    try:
+        out = tmp_path / "out"
+        cache = disk / "cache"
+        error = _run_expecting_error(_tiny_merge(tmp_path, out), cache)
+        assert str(cache) in error and ("no space left" in error or "disk is full" in error), error
+        assert "nothing was lost" in error, error
+        assert not out.exists()
+        assert _verify(cache) == 0
+    finally:
+        _umount(disk)
