@@ -190,6 +190,13 @@ def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeErr
         from graphmerge.cache import default_cache_dir
 
         root = Path(getattr(args, "cache_dir", None) or default_cache_dir())
+        if "full" in str(exc):
+            return GraphmergeError(
+                "no space left on the device holding the cache (its index database is full); "
+                "nothing was lost: finished work is cached and existing outputs are unchanged",
+                where=str(root),
+                fix="free some space there or pass --cache-dir on another disk",
+            )
         return GraphmergeError(
             f"a cache index database cannot be used ({type(exc).__name__}: {exc}); "
             "nothing was lost: outputs and cached blobs are untouched",
@@ -198,7 +205,7 @@ def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeErr
         )
     if isinstance(exc, OSError):
         path = exc.filename or "a file"
-        known = storage_error(exc, path, "it", "finished work is cached and existing outputs are unchanged")
+        known = storage_error(exc, path, "this", "finished work is cached and existing outputs are unchanged")
         if known is not None:
             return known
         return GraphmergeError(exc.strerror or str(exc), where=str(path), fix="check that path and rerun")

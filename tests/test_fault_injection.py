@@ -226,12 +226,13 @@ def test_kill_during_search(tmp_path):
 
 
 # -- a full disk -------------------------------------------------------------------------------------
-def _mount_tmpfs(path: Path, size: str) -> None:
+def _mount_tmpfs(path: Path, size: str, *options: str) -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("simulating a full disk mounts a small tmpfs, which needs root")
     path.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
+        capture_output=True,
     )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
@@ -282,5 +283,17 @@ def test_full_disk_while_writing_the_cache(tmp_path):
         assert "nothing was lost" in error, error
         assert not out.exists()
         assert _verify(cache) == 0
+    finally:
+        _umount(disk)
+
+
+def test_read_only_output_is_refused_before_merging(tmp_path):
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, "1m", "ro")
+    try:
+        cache = tmp_path / "cache"
+        error = _run_expecting_error(_tiny_merge(tmp_path, disk / "out"), cache)
+        assert str(disk) in error and "not writable" in error, error
+        assert not (cache / "blobs").exists() or not any((cache / "blobs").rglob("*.safetensors"))
     finally:
         _umount(disk)
