@@ -88,7 +88,9 @@ def cli_runner():
     zygote.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else []) for c in CASES]
+)
 def test_bad_input(case: Case, tmp_path: Path, cli_runner) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, make_llama
+from test_optimize import search_graph
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +37,11 @@ def _env() -> dict[str, str]:
     return env
 
 
+CLI = [sys.executable, "-m", "graphmerge.cli"]
+
+
 def _cmd(graph: Path, cache: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "graphmerge.cli",
-        "run",
-        str(graph),
-        "--cache-dir",
-        str(cache),
-        "--no-progress",
-    ]
+    return [*CLI, "run", str(graph), "--cache-dir", str(cache), "--no-progress"]
 
 
 def _run(graph: Path, cache: Path) -> float:
@@ -75,7 +70,7 @@ def _verify(cache: Path) -> int:
     if not cache.exists():
         return 0
     proc = subprocess.run(
-        [sys.executable, "-m", "graphmerge.cli", "cache", "verify", "--cache-dir", str(cache), "--json"],
+        [*CLI, "cache", "verify", "--cache-dir", str(cache), "--json"],
         env=_env(),
         capture_output=True,
         text=True,
@@ -160,8 +155,11 @@ def test_kill_during_save(tmp_path, big_models):
     out = tmp_path / "out"
     graph = _merge_graph(tmp_path, big_models, out)
     warm = tmp_path / "warm"
-    total = _run(graph, warm)  # fills the cache; what is left for the runs below is the save
+    _run(graph, warm)  # fills the cache; what is left for the runs below is the save
     want = _files(out)
+    shutil.rmtree(out)
+    shutil.copytree(warm, tmp_path / "timing")
+    total = _run(graph, tmp_path / "timing")  # how long a save from the warm cache takes
     previous = tmp_path / "previous"
     make_llama(previous, 99, layers=4, hidden=512, vocab=2048)  # an earlier, different output
     old = _files(previous)
@@ -182,28 +180,13 @@ def test_kill_during_save(tmp_path, big_models):
 
 
 def _search_graph(root: Path) -> Path:
-    body = {
-        "nodes": {
-            "base": {"op": "load", "path": str(TINY / "base")},
-            "add": {"op": "load", "path": str(TINY / "add")},
-            "reverse": {"op": "load", "path": str(TINY / "reverse")},
-            "search": {
-                "op": "optimize",
-                "strategy": "lfs",
-                "base": "base",
-                "models": ["add", "reverse"],
-                "settings": {"layer_granularity": 2, "methods": ["linear", "ties"]},
-                "objectives": [{"task": "tiny_add", "metric": "exact_match"}],
-                "include_path": [str(REPO / "graphs" / "tasks")],
-                "smac": {"facade": "hpo", "n_trials": 4, "max_budget": 8, "seed": 0},
-                "out": str(root / "out"),
-            },
-            "best": {"op": "save", "input": "search.best", "path": str(root / "out" / "best_model")},
-        }
-    }
-    path = root / "search.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+    return search_graph(
+        root,
+        "lfs",
+        {"layer_granularity": 2, "methods": ["linear", "ties"]},
+        {"facade": "hpo", "n_trials": 4, "max_budget": 8, "seed": 0},
+        objectives=[{"task": "tiny_add", "metric": "exact_match"}],
+    )
 
 
 def test_kill_during_search(tmp_path):

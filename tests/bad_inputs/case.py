@@ -30,6 +30,8 @@ class Case:
     check: Callable[[Path, str], None] | None = None
     # Where the error may be more than one line (e.g. `validate` listing several problems).
     one_line: bool = True
+    # Marked slow (still run in CI): e.g. an unknown task name makes lm-eval index its ~10k built-in tasks.
+    slow: bool = False
 
 
 # -- helpers the case modules share ------------------------------------------------------------------
@@ -53,6 +55,43 @@ def copy_model(root: Path, name: str, source: str = "base") -> Path:
     import shutil
 
     return Path(shutil.copytree(TINY / source, root / name))
+
+
+def tiny_models(root: Path, *names: str) -> None:
+    """Copies of bundled tiny models, each under its own name (default: base and add)."""
+    for name in names or ("base", "add"):
+        copy_model(root, name, name)
+
+
+# A linear merge of the tiny base with the model at OTHER, saved to out/.
+LINEAR_MERGE = """\
+nodes:
+  base: {op: load, path: base}
+  OTHER: {op: load, path: OTHER}
+  merged: {op: merge, method: linear, models: {base: {weight: 0.5}, OTHER: {weight: 0.5}}}
+  save: {op: save, input: merged, path: out}
+"""
+
+
+# TIES of the tiny add model onto base, density DENSITY, saved to OUT.
+TIES_MERGE = """\
+nodes:
+  base: {op: load, path: base}
+  add: {op: load, path: add}
+  merged:
+    op: merge
+    method: ties
+    base: base
+    models:
+      add: {weight: 1.0, density: DENSITY}
+  save: {op: save, input: merged, path: OUT}
+"""
+
+
+def tiny_models_and_output(root: Path) -> None:
+    """base and add, and out/: a model folder standing in for the output of an earlier run."""
+    tiny_models(root)
+    copy_model(root, "out", "reverse")
 
 
 def copy_tasks(root: Path, name: str = "tasks") -> Path:

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from case import Case, copy_model, write
+from case import LINEAR_MERGE, Case, tiny_models, write
 
-GRAPH = """\
-nodes:
-  base: {op: load, path: base}
-  add: {op: load, path: add}
-  merged: {op: merge, method: linear, models: {base: {weight: 0.5}, add: {weight: 0.5}}}
-  save: {op: save, input: merged, path: out}
-"""
+GRAPH = LINEAR_MERGE.replace("OTHER", "add")
 # What a repair may touch: the index databases and the output a repaired run writes; never a blob.
 REPAIRABLE = (".graphmerge/index*", ".graphmerge/results*", ".graphmerge/digests*", "out/*")
 
@@ -34,8 +28,7 @@ def _cache(root: Path) -> Path:
 def _broken(db: str, how: str, *command: str):
     def build(root: Path) -> list[str]:
         cache = _cache(root)
-        copy_model(root, "base", "base")
-        copy_model(root, "add", "add")
+        tiny_models(root)
         write(root, "g.yaml", GRAPH)
         path = cache / db / "cache.db"
         raw = path.read_bytes()
@@ -50,8 +43,7 @@ def _replace_with_file(rel: str, *command: str):
         import shutil
 
         cache = _cache(root)
-        copy_model(root, "base", "base")
-        copy_model(root, "add", "add")
+        tiny_models(root)
         write(root, "g.yaml", GRAPH)
         shutil.rmtree(cache / rel)
         write(cache, rel, "not a folder\n")

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from case import TIES_MERGE, Case, graph_case, no_file, tiny_models, tiny_models_and_output, write
 
-from case import Case, copy_model, graph_case, no_file, write
+GRAPH = "vars:\n  density: 0.5\n  out: out\n" + TIES_MERGE.replace("DENSITY", "${density}").replace(
+    "OUT", "${out}"
+)
 
-GRAPH = """\
-vars:
-  density: 0.5
-  out: out
-nodes:
-  base: {op: load, path: base}
-  add: {op: load, path: add}
-  merged:
-    op: merge
-    method: ties
-    base: base
-    models:
-      add: {weight: 1.0, density: ${density}}
-  save: {op: save, input: merged, path: ${out}}
-"""
+_models = tiny_models
 
 
-def _models(root: Path) -> None:
-    copy_model(root, "base", "base")
-    copy_model(root, "add", "add")
-
-
-def _models_and_output(root: Path) -> None:
-    _models(root)
-    copy_model(root, "out", "reverse")
+_models_and_output = tiny_models_and_output
 
 
 def _cli(*args: str, command: str = "validate", setup=_models):

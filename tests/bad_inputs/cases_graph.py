@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from case import Case, copy_model, graph_case, no_file, write
+from case import TIES_MERGE, Case, graph_case, no_file, tiny_models, tiny_models_and_output, write
 
 
 def _graph(text: str):
@@ -15,28 +15,11 @@ def _graph(text: str):
     return build
 
 
-def _two_models(root: Path) -> None:
-    copy_model(root, "base", "base")
-    copy_model(root, "add", "add")
+_two_models = tiny_models
 
 
-def _with_output(root: Path) -> None:
-    _two_models(root)
-    copy_model(root, "out", "reverse")  # stands in for a model saved by an earlier run
-
-
-MERGE = """\
-nodes:
-  base: {op: load, path: base}
-  add: {op: load, path: add}
-  merged:
-    op: merge
-    method: ties
-    base: base
-    models:
-      add: {weight: 1.0, density: DENSITY}
-  save: {op: save, input: merged, path: out}
-"""
+_with_output = tiny_models_and_output
+MERGE = TIES_MERGE.replace("OUT", "out")
 
 DUPLICATE_NODE = """\
 nodes:

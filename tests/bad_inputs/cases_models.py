@@ -8,16 +8,10 @@ import pickle
 import struct
 from pathlib import Path
 
-from case import Case, copy_model, graph_case, no_file, write
+from case import LINEAR_MERGE, Case, copy_model, graph_case, no_file, write
 
 ONE = "nodes:\n  m: {op: load, path: m}\n"
-MERGE = """\
-nodes:
-  base: {op: load, path: base}
-  m: {op: load, path: m}
-  merged: {op: merge, method: linear, models: {base: {weight: 0.5}, m: {weight: 0.5}}}
-  save: {op: save, input: merged, path: out}
-"""
+MERGE = LINEAR_MERGE.replace("OTHER", "m")
 
 
 def _header(path: Path) -> tuple[dict, bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from case import Case, copy_model, copy_tasks, graph_case, write
+from case import Case, copy_tasks, graph_case, tiny_models, write
 
 GRAPH = """\
 nodes:
@@ -31,8 +31,7 @@ SMAC = "smac: {facade: hpo, n_trials: 2, max_budget: 5}"
 
 
 def _setup(root: Path) -> None:
-    copy_model(root, "base", "base")
-    copy_model(root, "add", "add")
+    tiny_models(root)
     copy_tasks(root)
 
 

@@ -35,7 +35,7 @@ def _rm(rel: str):
 
 
 CASES = [
-    _case("task_unknown", "[tiny_ad]", "g.yaml:3", "'ev'", "tiny_ad", "tiny_add"),
+    _case("task_unknown", "[tiny_ad]", "g.yaml:3", "'ev'", "tiny_ad", "tiny_add", slow=True),
     _case("task_metric_unknown", "[{task: tiny_add, metric: bleu}]", "'ev'", "bleu", "exact_match"),
     _case("task_is_a_tag", "[tiny]", "'ev'", "tag"),
     _case("task_data_missing", "[tiny_add]", "'ev'", "add.jsonl", mutate=_rm("tasks/data/add.jsonl")),
@@ -45,6 +45,7 @@ CASES = [
         "'ev'",
         "tiny_add",
         mutate=lambda root, tasks: write(tasks, "tiny_add.yaml", "task: tiny_add\noutput_type: [\n"),
+        slow=True,
     ),
     _case(
         "include_path_missing",
