@@ -127,9 +127,10 @@ def _delays(total: float, salt: str) -> list[float]:
     return sorted(rng.uniform(0.2 * total, total) for _ in range(POINTS))
 
 
-def _report(name: str, tried: int, killed: int, equal: int, corrupt: int) -> None:
+def _report(name: str, tried: int, killed: int, equal: int, corrupt: int, in_work: int) -> None:
     print(
-        f"\nfault injection [{name}]: {tried} kill points, {killed} killed mid-run, "
+        f"\nfault injection [{name}]: {tried} kill points, {killed} killed mid-run "
+        f"({in_work} after the {name} had begun writing), "
         f"{equal} reruns equal to the uninterrupted run, {corrupt} cache entries corrupt"
     )
 
@@ -139,15 +140,16 @@ def test_kill_during_merge(tmp_path, big_models):
     graph = _merge_graph(tmp_path, big_models, out)
     total = _run(graph, tmp_path / "ref_cache")
     want = _files(out)
-    killed = equal = corrupt = 0
+    killed = equal = corrupt = in_work = 0
     for i, delay in enumerate(_delays(total, "merge")):
         shutil.rmtree(out)
         cache = tmp_path / f"cache{i}"  # cold: the kill lands while merged tensors are computed
         killed += _kill_after(graph, cache, delay)
+        in_work += any((cache / "blobs").rglob("*.safetensors")) and not out.exists()
         corrupt += _verify(cache)
         _run(graph, cache)
         equal += _files(out) == want
-    _report("merge", POINTS, killed, equal, corrupt)
+    _report("merge", POINTS, killed, equal, corrupt, in_work)
     assert corrupt == 0 and equal == POINTS
 
 
@@ -163,19 +165,20 @@ def test_kill_during_save(tmp_path, big_models):
     previous = tmp_path / "previous"
     make_llama(previous, 99, layers=4, hidden=512, vocab=2048)  # an earlier, different output
     old = _files(previous)
-    killed = equal = corrupt = 0
+    killed = equal = corrupt = in_work = 0
     for i, delay in enumerate(_delays(total, "save")):
         shutil.rmtree(out)
         shutil.copytree(previous, out)
         cache = tmp_path / f"cache{i}"
         shutil.copytree(warm, cache)
         killed += _kill_after(graph, cache, delay)
+        in_work += any(p.name.startswith(".out.graphmerge-") for p in out.parent.iterdir())
         assert _files(out) in (old, want)  # the old output or the whole new one, never a mix
         corrupt += _verify(cache)
         _run(graph, cache)
         equal += _files(out) == want
         shutil.rmtree(cache)
-    _report("save", POINTS, killed, equal, corrupt)
+    _report("save", POINTS, killed, equal, corrupt, in_work)
     assert corrupt == 0 and equal == POINTS
 
 
@@ -194,17 +197,18 @@ def test_kill_during_search(tmp_path):
     ref.mkdir()
     total = _run(_search_graph(ref), ref / "cache")
     want_trials, want_model = _trials(ref / "out"), _files(ref / "out" / "best_model")
-    killed = equal = corrupt = 0
+    killed = equal = corrupt = in_work = 0
     for i, delay in enumerate(_delays(total, "search")):
         root = tmp_path / f"p{i}"
         root.mkdir()
         graph = _search_graph(root)
         killed += _kill_after(graph, root / "cache", delay)
+        in_work += (root / "out" / "trial_log.jsonl").exists()
         corrupt += _verify(root / "cache")
         _run(graph, root / "cache")
         equal += _trials(root / "out") == want_trials and _files(root / "out" / "best_model") == want_model
         shutil.rmtree(root)
-    _report("search", POINTS, killed, equal, corrupt)
+    _report("search", POINTS, killed, equal, corrupt, in_work)
     assert corrupt == 0 and equal == POINTS
 
 

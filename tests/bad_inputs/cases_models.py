@@ -122,6 +122,10 @@ def _config(text: str | bytes):
     return mutate
 
 
+def _config_file(name: str, data: bytes):
+    return lambda folder: write(folder, name, data)
+
+
 def _auto_map(folder: Path) -> None:
     cfg = json.loads((folder / "config.json").read_text())
     cfg.update(
@@ -164,6 +168,8 @@ def _case(name: str, mutate, *mentions: str, graph: str = ONE, **kw) -> Case:
     return Case(name, graph_case(graph, setup=_model(mutate)), mentions=("'m'", *mentions), **kw)
 
 
+ALIGN = "nodes:\n  base: {op: load, path: base}\n  m: {op: load, path: m}\n  al: {op: align_tokenizer, models: [base, m]}\n"
+
 CASES = [
     Case(
         "model_folder_missing",
@@ -194,6 +200,11 @@ CASES = [
     ),
     _case("pickle_bin_with_code", _pickle_with_code, "pytorch_model.bin", check=no_file("pwned")),
     _case("auto_map_remote_code", _auto_map, "auto_map", graph=MERGE, check=no_file("pwned")),
+    Case(
+        "tokenizer_garbage",
+        graph_case(ALIGN, setup=_model(_config_file("tokenizer.json", b"\x00garbage"))),
+        mentions=("g.yaml:4", "'al'", "/m:", "cannot load tokenizer"),
+    ),
     _case("merge_fewer_layers", _fewer_layers, "model.layers.1", graph=MERGE),
     Case(
         "merge_shape_mismatch",
