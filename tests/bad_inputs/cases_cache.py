@@ -52,8 +52,15 @@ def _replace_with_file(rel: str, *command: str):
     return build
 
 
+def _names_the_cache(root: Path, err: str) -> None:
+    # Repaired (exit 0) or not (exit 2): an error must say which cache it is about.
+    assert "error:" not in err or str(root / ".graphmerge") in err, err
+
+
 def _case(name: str, build, *mentions: str, exit_code=(0, 2), may_change=REPAIRABLE) -> Case:
-    return Case(name, build, exit_code=exit_code, mentions=mentions, may_change=may_change)
+    return Case(
+        name, build, exit_code=exit_code, mentions=mentions, may_change=may_change, check=_names_the_cache
+    )
 
 
 VERIFY = ("cache", "verify")
