@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,9 +108,12 @@ def check_graph(
 ) -> GraphSpec:
     """`validate`: the graph, then every check `run` makes before computing (the same code path)."""
     graph = load_graph(path, text=text, overrides=overrides)
-    ctx = make_context(graph, cache_dir=cache_dir, device="cpu", progress=False)
-    try:
-        check_nodes(ctx, graph)
-    finally:
-        ctx.cache.close()
+    root = Path(cache_dir or default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="graphmerge-validate-") as scratch:
+        # Checking reads an existing cache (scores already there) but never creates one.
+        ctx = make_context(graph, cache_dir=root if root.is_dir() else scratch, device="cpu", progress=False)
+        try:
+            check_nodes(ctx, graph)
+        finally:
+            ctx.cache.close()
     return graph

@@ -57,6 +57,9 @@ def test_validate_computes_and_writes_nothing(tmp_path, capsys):
     path = _graph(tmp_path, "0.5")
     assert main(["validate", str(path), "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "ok (4 nodes" in capsys.readouterr().out
+    assert not (tmp_path / "cache").exists()  # validate creates no cache
+    (tmp_path / "cache").mkdir()
+    assert main(["validate", str(path), "--cache-dir", str(tmp_path / "cache")]) == 0
     cache = Cache(tmp_path / "cache")
     assert list(cache.tensor_keys()) == [] and len(cache.digests) == 0  # no tensor computed, no file hashed
     cache.close()
