@@ -44,19 +44,41 @@ def _cmd(graph: Path, cache: Path) -> list[str]:
     return [*CLI, "run", str(graph), "--cache-dir", str(cache), "--no-progress"]
 
 
-def _run(graph: Path, cache: Path) -> float:
-    start = time.perf_counter()
+def _run(graph: Path, cache: Path) -> None:
     proc = subprocess.run(_cmd(graph, cache), env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
-    return time.perf_counter() - start
 
 
-def _kill_after(graph: Path, cache: Path, delay: float) -> bool:
-    """Start a run and SIGKILL it after `delay` seconds; False if it finished first."""
+def _watch(proc: subprocess.Popen, started, deadline: float) -> float | None:
+    """Seconds until `started()` holds while `proc` runs (polled every 10 ms); None if it exits first."""
+    t0 = time.perf_counter()
+    while proc.poll() is None and time.perf_counter() - t0 < deadline:
+        if started():
+            return time.perf_counter() - t0
+        time.sleep(0.01)
+    return None
+
+
+def _work_time(graph: Path, cache: Path, started) -> float:
+    """An uninterrupted run: how long its work phase lasts, from `started()` to the end."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_cmd(graph, cache), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    began = _watch(proc, started, 900)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0 and began is not None, err.decode()
+    return time.perf_counter() - t0 - began
+
+
+def _kill_during_work(graph: Path, cache: Path, started, delay: float) -> bool:
+    """Start a run, wait until its work phase begins (`started()`, e.g. the first blob written),
+    SIGKILL it `delay` seconds later; False if it finished first."""
     proc = subprocess.Popen(
         _cmd(graph, cache), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
+        if _watch(proc, started, 900) is None:
+            proc.wait()
+            return False
         proc.wait(timeout=delay)
         return False
     except subprocess.TimeoutExpired:
@@ -121,35 +143,41 @@ def big_models(tmp_path_factory) -> dict[str, Path]:
     return {name: make_llama(root / name, seed, **dims) for seed, name in enumerate(["base", "a", "b"])}
 
 
-def _delays(total: float, salt: str) -> list[float]:
+def _delays(work: float, salt: str) -> list[float]:
+    """Seeded kill moments, uniform over the work phase of an uninterrupted run."""
     rng = random.Random(f"{SEED}-{salt}")
-    # Start-up (imports) takes the first part of a run; kills land anywhere after a fifth of it.
-    return sorted(rng.uniform(0.2 * total, total) for _ in range(POINTS))
+    return sorted(rng.uniform(0, work) for _ in range(POINTS))
 
 
-def _report(name: str, tried: int, killed: int, equal: int, corrupt: int, in_work: int) -> None:
+def _report(name: str, killed: int, equal: int, corrupt: int, work: float) -> None:
     print(
-        f"\nfault injection [{name}]: {tried} kill points, {killed} killed mid-run "
-        f"({in_work} after the {name} had begun writing), "
-        f"{equal} reruns equal to the uninterrupted run, {corrupt} cache entries corrupt"
+        f"\nfault injection [{name}]: {POINTS} kill points over a {work:.1f} s work phase, {killed} killed "
+        f"before finishing, {equal} reruns equal to the uninterrupted run, {corrupt} cache entries corrupt"
     )
 
 
+def _has_blob(cache: Path):
+    return lambda: any((cache / "blobs").glob("*/*.safetensors"))
+
+
+def _writing(out: Path):
+    return lambda: any(p.name.startswith(f".{out.name}.graphmerge-tmp-") for p in out.parent.iterdir())
+
+
 def test_kill_during_merge(tmp_path, big_models):
-    out = tmp_path / "ref_out"
+    out = tmp_path / "out"
     graph = _merge_graph(tmp_path, big_models, out)
-    total = _run(graph, tmp_path / "ref_cache")
+    work = _work_time(graph, tmp_path / "ref_cache", _has_blob(tmp_path / "ref_cache"))
     want = _files(out)
-    killed = equal = corrupt = in_work = 0
-    for i, delay in enumerate(_delays(total, "merge")):
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(work, "merge")):
         shutil.rmtree(out)
         cache = tmp_path / f"cache{i}"  # cold: the kill lands while merged tensors are computed
-        killed += _kill_after(graph, cache, delay)
-        in_work += any((cache / "blobs").rglob("*.safetensors")) and not out.exists()
+        killed += _kill_during_work(graph, cache, _has_blob(cache), delay)
         corrupt += _verify(cache)
         _run(graph, cache)
         equal += _files(out) == want
-    _report("merge", POINTS, killed, equal, corrupt, in_work)
+    _report("merge", killed, equal, corrupt, work)
     assert corrupt == 0 and equal == POINTS
 
 
@@ -161,24 +189,24 @@ def test_kill_during_save(tmp_path, big_models):
     want = _files(out)
     shutil.rmtree(out)
     shutil.copytree(warm, tmp_path / "timing")
-    total = _run(graph, tmp_path / "timing")  # how long a save from the warm cache takes
+    work = _work_time(graph, tmp_path / "timing", _writing(out))
     previous = tmp_path / "previous"
     make_llama(previous, 99, layers=4, hidden=512, vocab=2048)  # an earlier, different output
     old = _files(previous)
-    killed = equal = corrupt = in_work = 0
-    for i, delay in enumerate(_delays(total, "save")):
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(work, "save")):
         shutil.rmtree(out)
         shutil.copytree(previous, out)
         cache = tmp_path / f"cache{i}"
         shutil.copytree(warm, cache)
-        killed += _kill_after(graph, cache, delay)
-        in_work += any(p.name.startswith(".out.graphmerge-") for p in out.parent.iterdir())
+        killed += _kill_during_work(graph, cache, _writing(out), delay)
         assert _files(out) in (old, want)  # the old output or the whole new one, never a mix
         corrupt += _verify(cache)
         _run(graph, cache)
         equal += _files(out) == want
+        assert not _writing(out)()  # the rerun cleared what the killed writer left
         shutil.rmtree(cache)
-    _report("save", POINTS, killed, equal, corrupt, in_work)
+    _report("save", killed, equal, corrupt, work)
     assert corrupt == 0 and equal == POINTS
 
 
@@ -195,20 +223,19 @@ def _search_graph(root: Path) -> Path:
 def test_kill_during_search(tmp_path):
     ref = tmp_path / "ref"
     ref.mkdir()
-    total = _run(_search_graph(ref), ref / "cache")
+    work = _work_time(_search_graph(ref), ref / "cache", (ref / "out" / "trial_log.jsonl").exists)
     want_trials, want_model = _trials(ref / "out"), _files(ref / "out" / "best_model")
-    killed = equal = corrupt = in_work = 0
-    for i, delay in enumerate(_delays(total, "search")):
+    killed = equal = corrupt = 0
+    for i, delay in enumerate(_delays(work, "search")):
         root = tmp_path / f"p{i}"
         root.mkdir()
         graph = _search_graph(root)
-        killed += _kill_after(graph, root / "cache", delay)
-        in_work += (root / "out" / "trial_log.jsonl").exists()
+        killed += _kill_during_work(graph, root / "cache", (root / "out" / "trial_log.jsonl").exists, delay)
         corrupt += _verify(root / "cache")
         _run(graph, root / "cache")
         equal += _trials(root / "out") == want_trials and _files(root / "out" / "best_model") == want_model
         shutil.rmtree(root)
-    _report("search", POINTS, killed, equal, corrupt, in_work)
+    _report("search", killed, equal, corrupt, work)
     assert corrupt == 0 and equal == POINTS
 
 

@@ -30,7 +30,7 @@ class Case:
     check: Callable[[Path, str], None] | None = None
     # Where the error may be more than one line (e.g. `validate` listing several problems).
     one_line: bool = True
-    # Marked slow (still run in CI): e.g. an unknown task name makes lm-eval index its ~10k built-in tasks.
+    # Marked slow (still run in CI): e.g. an unknown task name makes lm-eval index all its built-in tasks.
     slow: bool = False
 
 
