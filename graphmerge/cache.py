@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import diskcache
 
-from graphmerge.errors import SpecError
+from graphmerge.errors import SpecError, storage_error
 from graphmerge.filemode import file_mode
 from graphmerge.lazy import torch
 from graphmerge.tensorfile import (
@@ -68,8 +68,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
     """Write via a temp file and a rename, so readers see the old file or the whole new one.
     `durable=False` skips fsync: fine for cache blobs, whose digest is checked on every read (a blob
     torn by a power cut is a cache miss, not bad data)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise (storage_error(exc, path.parent, path.name, "no file was changed") or exc) from exc
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as fh:
@@ -78,9 +81,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        kept = f"{path.name} is as it was and the partial file was removed"
+        raise (storage_error(exc, path.parent, path.name, kept) or exc) from exc
 
 
 def _size_setting(value: Any, name: str) -> int | None:

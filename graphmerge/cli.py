@@ -154,10 +154,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from graphmerge.io.remote_code import code_warnings
     from graphmerge.nodes.io import check_load_paths
+    from graphmerge.runner import check_graph
     from graphmerge.spec import load_graph, parse_set_overrides
 
-    graph = load_graph(args.graph, overrides=parse_set_overrides(args.set))
-    check_load_paths(graph)
+    overrides = parse_set_overrides(args.set)
+    # Hub ids first, from the local cache only: checking the load nodes must not download.
+    check_load_paths(load_graph(args.graph, overrides=overrides))
+    graph = check_graph(
+        args.graph, overrides=overrides, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
+    )
     loads = {n: Path(str(s.params.path)) for n, s in graph.nodes.items() if s.op == "load"}
     for line in code_warnings(loads, args.trust_remote_code or graph.trust_remote_code):
         print(f"warning: {line}", file=sys.stderr)
@@ -258,6 +263,64 @@ def _unreachable_hub(exc: BaseException) -> str | None:
     return None
 
 
+def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeError | None:
+    """A user-facing error for failures that come from the environment rather than from a bug in
+    graphmerge: a broken cache index, the file system, undecodable files, memory. None otherwise."""
+    import sqlite3
+
+    from graphmerge.errors import storage_error
+
+    if isinstance(exc, sqlite3.Error):
+        from graphmerge.cache import default_cache_dir
+
+        root = Path(getattr(args, "cache_dir", None) or default_cache_dir())
+        if "full" in str(exc):
+            return GraphmergeError(
+                "no space left on the device holding the cache (its index database is full); "
+                "nothing was lost: finished work is cached and existing outputs are unchanged",
+                where=str(root),
+                fix="free some space there or pass --cache-dir on another disk",
+            )
+        return GraphmergeError(
+            f"a cache index database cannot be used ({type(exc).__name__}: {exc}); "
+            "nothing was lost: outputs and cached blobs are untouched",
+            where=str(_broken_database(root) or root),
+            fix=f"move {root} aside and rerun (cached work is recomputed)",
+        )
+    if isinstance(exc, OSError):
+        path = exc.filename or "a file"
+        known = storage_error(exc, path, "this", "finished work is cached and existing outputs are unchanged")
+        if known is not None:
+            return known
+        return GraphmergeError(exc.strerror or str(exc), where=str(path), fix="check that path and rerun")
+    if isinstance(exc, UnicodeDecodeError):
+        return GraphmergeError(
+            f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            fix="check that every path in the graph names the intended text file (rerun with --debug to see which)",
+        )
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return GraphmergeError(
+            f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'})",
+            fix="use --device cpu, a smaller save max_shard_size, or a machine with more memory",
+        )
+    return None
+
+
+def _broken_database(root: Path) -> Path | None:
+    """The first of the cache's index databases that SQLite cannot read, to name it in the error."""
+    import sqlite3
+
+    for name in ("index", "results", "digests"):
+        path = root / name / "cache.db"
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    return path
+        except sqlite3.Error:
+            return path
+    return None
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "viz": cmd_viz, "nodes": cmd_nodes, "cache": cmd_cache}
 COMMANDS["convert"] = cmd_convert
 
@@ -284,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         unreachable = _unreachable_hub(exc)
         if unreachable and not args.debug:
             print(f"error: {unreachable}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        known = known_failure(exc, args)
+        if known is not None:
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {known.one_line()}", file=sys.stderr)
             return EXIT_USER_ERROR
         if args.debug:
             traceback.print_exc()

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -55,11 +55,34 @@ class RunStats:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
         raise GraphmergeError(
-            "--device cuda was asked for but no CUDA device is available", fix="use --device cpu or auto"
+            f"--device {name!r} is not a device", fix="use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GraphmergeError(
+                f"--device {name} was asked for but no CUDA device is available",
+                fix="use --device cpu or auto",
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GraphmergeError(
+                f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices",
+                fix=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
+            )
+    elif device.type not in ("cpu", "meta") and not _backend_available(device.type):
+        raise GraphmergeError(
+            f"--device {name}: no {device.type} device is available", fix="use --device cpu or auto"
         )
-    return torch.device(name)
+    return device
+
+
+def _backend_available(kind: str) -> bool:
+    backend = getattr(torch, kind, None) or getattr(torch.backends, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available and is_available())
 
 
 DEFAULT_IN_FLIGHT = 512 << 20
@@ -228,6 +251,7 @@ class TensorExecutor:
         stats: RunStats,
         progress: bool = True,
         settings: ExecutorSettings | None = None,
+        compute: bool = True,
     ):
         self.cache = cache
         self.device = device
@@ -236,6 +260,7 @@ class TensorExecutor:
         self.settings = settings or ExecutorSettings()
         self.peak_in_flight = 0
         self._copy_stream = None
+        self.compute = compute  # False while checking a graph: nothing may compute a tensor
 
     def _plan(self, roots: Sequence[TensorTask]) -> tuple[list[TensorTask], set[str]]:
         """Tasks in execution order (a depth-first post-order from each root in turn, so one
@@ -324,6 +349,8 @@ class TensorExecutor:
         self, roots: Sequence[TensorTask], desc: str = "tensors"
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (index, value) for each root, in root order, computing only what is not cached."""
+        if not self.compute:
+            raise RuntimeError("a node's check computed tensors; checks must only plan")
         order, hits = self._plan(roots)
         remaining: dict[str, int] = {}
         for task in order:
@@ -435,6 +462,7 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)  # summary fields set by nodes (search results)
     node_name: str = ""  # the node being run
     trust_remote_code: bool = False  # may transformers import code found in model folders
+    checking: bool = False  # validating: nodes run their `check`, nothing is computed or written
 
     @property
     def seed(self) -> int:
@@ -460,6 +488,31 @@ def node_cache_key(spec: NodeSpec, inputs: Mapping[str, Any]) -> str:
     )
 
 
+class Unchecked:
+    """Stand-in for the value of a node that checking cannot know (a custom cached node's result).
+    Nodes downstream of it are checked by the spec only."""
+
+    def __repr__(self) -> str:
+        return "<unchecked>"
+
+
+UNCHECKED = Unchecked()
+
+
+def checking_context(ctx: RunContext) -> RunContext:
+    """The same run's context, set up to check: its executor refuses to compute tensors."""
+    executor = TensorExecutor(ctx.cache, ctx.device, RunStats(), progress=False, compute=False)
+    return replace(ctx, executor=executor, stats=executor.stats, checking=True, extras={})
+
+
+def check_nodes(
+    ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every check `run` makes without computing a tensor: the one code path that `validate` and
+    `run` (before it computes anything) share. Returns node name -> value or stand-in."""
+    return run_nodes(ctx if ctx.checking else checking_context(ctx), graph, initial)
+
+
 def run_nodes(ctx: RunContext, graph: GraphSpec, initial: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run every node in topological order. Returns node name -> value (a dict of outputs for
     nodes with several). `initial` supplies values for names defined outside this graph (used by
@@ -478,7 +531,10 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
         spec = graph.nodes[name]
         inputs = {ref: lookup_ref(values, ref) for ref in spec.inputs}
         nt = spec.node_type
-        if nt.cached:
+        if ctx.checking and not _checkable(nt, inputs):
+            values[name] = _known_result(ctx, spec, inputs)
+            continue
+        if nt.cached and not ctx.checking:
             key = node_cache_key(spec, inputs)
             cached = ctx.cache.get_result(key)
             if cached is not None:
@@ -488,7 +544,8 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
         ctx.node_name = name
         started = time.perf_counter()
         try:
-            result = nt.fn(ctx, spec.params, inputs)
+            fn = nt.check if ctx.checking and nt.check is not None else nt.fn
+            result = fn(ctx, spec.params, inputs)
         except GraphmergeError as exc:
             if not (exc.where or "").startswith(str(graph.file or "<graph>")):
                 exc.where = graph.where(name) + (f": {exc.where}" if exc.where else "")
@@ -498,15 +555,31 @@ def _run_in_order(ctx: RunContext, graph: GraphSpec, values: dict[str, Any]) -> 
             ctx.stats.op_seconds[spec.op] = (
                 ctx.stats.op_seconds.get(spec.op, 0.0) + time.perf_counter() - started
             )
-        if nt.cached:
+        if nt.cached and not ctx.checking:
             ctx.cache.put_result(key, result)
         values[name] = result
+
+
+def _known_result(ctx: RunContext, spec: NodeSpec, inputs: Mapping[str, Any]) -> Any:
+    """While checking: a cached node's stored result when there is one, else the stand-in."""
+    if not spec.node_type.cached or any(v is UNCHECKED for v in inputs.values()):
+        return UNCHECKED
+    found = ctx.cache.get_result(node_cache_key(spec, inputs))
+    return UNCHECKED if found is None else found
+
+
+def _checkable(nt: Any, inputs: Mapping[str, Any]) -> bool:
+    if any(v is UNCHECKED for v in inputs.values()):
+        return False
+    return nt.check is not None or not (nt.cached or nt.effectful)
 
 
 def lookup_ref(values: Mapping[str, Any], ref: str) -> Any:
     """The value a reference names: `node`, or `node.output` of a node with several outputs."""
     name, _, output = ref.partition(".")
     value = values[name]
+    if value is UNCHECKED:
+        return UNCHECKED
     if output:
         return value[output]
     return value

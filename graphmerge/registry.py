@@ -64,6 +64,10 @@ class NodeType:
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = field(default=None, compare=False)
     # Optional extras (graphmerge/extras.py) the node needs; `validate` reports a missing one.
     extras: tuple[str, ...] = ()
+    # `check(ctx, params, inputs) -> stand-in value`: what `validate` (and `run`, before computing
+    # anything) runs instead of `fn` for nodes that compute, evaluate or write. Nodes without one
+    # that only plan (neither cached nor effectful) run `fn` itself, which is cheap.
+    check: Callable[..., Any] | None = field(default=None, compare=False)
 
 
 _NODE_TYPES: dict[str, NodeType] = {}
@@ -111,6 +115,7 @@ def node(
     effectful: bool = False,
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = None,
     extras: Sequence[str] = (),
+    check: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a node type. `inputs` names the parameter fields that hold node references
     (a string, a list of strings, or a mapping whose keys are references), or is a function
@@ -133,6 +138,7 @@ def node(
             doc=(fn.__doc__ or "").strip().split("\n")[0],
             cache_state=cache_state,
             extras=tuple(extras),
+            check=check,
         )
         return fn
 

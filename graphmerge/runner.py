@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from graphmerge.executor import (
     RunContext,
     RunStats,
     TensorExecutor,
+    check_nodes,
     resolve_device,
     run_nodes,
 )
@@ -113,6 +115,8 @@ def run_graph(
         executor=executor,
     )
     try:
+        # Everything `validate` checks fails here, before the first tensor is computed.
+        check_nodes(ctx, graph)
         values = run_nodes(ctx, graph)
         ctx.extras["cache"] = ctx.cache.run_summary()
     finally:
@@ -120,3 +124,30 @@ def run_graph(
     return RunResult(
         graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start
     )
+
+
+def check_graph(
+    path: Path | str | None = None,
+    *,
+    text: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache_dir: Path | str | None = None,
+    trust_remote_code: bool = False,
+) -> GraphSpec:
+    """`validate`: the graph, then every check `run` makes before computing (the same code path)."""
+    graph = load_graph(path, text=text, overrides=overrides)
+    root = Path(cache_dir or default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="graphmerge-validate-") as scratch:
+        # Checking reads an existing cache (scores already there) but never creates one.
+        ctx = make_context(
+            graph,
+            cache_dir=root if root.is_dir() else scratch,
+            device="cpu",
+            progress=False,
+            trust_remote_code=trust_remote_code,
+        )
+        try:
+            check_nodes(ctx, graph)
+        finally:
+            ctx.cache.close()
+    return graph

@@ -92,6 +92,30 @@ def _collect_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Non
             _collect_lines(item, (*path, i), lines)
 
 
+def _duplicate_keys(node: yaml.Node, path: tuple, out: list[tuple[tuple, str, int, int]]) -> None:
+    """Every key given twice in one mapping, at any depth: (path, key, first line, second line).
+    PyYAML keeps the last silently, which once replaced a saved model with an unintended one.
+    Keys brought in by a `<<:` merge may be overridden; only keys written twice count."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key != "<<":
+                if key in seen:
+                    out.append((path, key, seen[key], line))
+                else:
+                    seen[key] = line
+            _duplicate_keys(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, (*path, i), out)
+
+
+def _unsentinel(key: Any) -> str:
+    return _SENTINEL.sub(lambda m: "${" + m.group(1) + "}", str(key))
+
+
 def substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     """Replace ${name} references. A string that is exactly one reference takes the variable's
     value with its type; references inside longer strings are formatted in."""
@@ -208,7 +232,16 @@ def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise SpecError(f"--set {pair!r} is not NAME=VALUE", fix="write e.g. --set out=out/ties")
         name, text = pair.split("=", 1)
-        value = yaml.safe_load(text) if text else ""
+        if not name.strip():
+            raise SpecError(f"--set {pair!r} has no variable name", fix="write e.g. --set out=out/ties")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SpecError(
+                f"--set {pair}: the value is not valid YAML ({problem})",
+                fix=f"quote it to pass a string: --set '{name}=\"{text}\"'",
+            ) from None
         if isinstance(value, str) and not os.path.isabs(value) and (os.sep in value or os.path.exists(value)):
             candidate = Path(value)
             if candidate.exists() or candidate.parent.exists() and str(candidate.parent) not in ("", "."):
@@ -230,7 +263,7 @@ def load_graph(
         assert file is not None
         if not file.is_file():
             raise SpecError(f"graph file {file} not found", fix="check the path")
-        text = file.read_text()
+        text = read_graph_text(file)
     graph_dir = (base_dir or (file.parent if file else Path.cwd())).absolute()
     loc = str(file) if file else "<graph>"
     parse_text = VAR_PATTERN.sub(lambda m: f"$__gmvar_{m.group(1)}__$", text)
@@ -240,10 +273,27 @@ def load_graph(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=f"{loc}{line}") from None
+        problem = getattr(exc, "problem", None)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a multi-line str()
+            line = f":{parse_text[: exc.position].count(chr(10)) + 1}"
+            problem = f"unacceptable character #x{ord(exc.character) if isinstance(exc.character, str) else exc.character:04x}"
+        raise SpecError(
+            f"invalid YAML: {problem or str(exc).splitlines()[0]}", where=f"{loc}{line}"
+        ) from None
     lines: dict[tuple, int] = {}
     if composed is not None:
         _collect_lines(composed, (), lines)
+        duplicates: list[tuple[tuple, str, int, int]] = []
+        _duplicate_keys(composed, (), duplicates)
+        if duplicates:
+            raise SpecErrors(
+                [
+                    f"{loc}:{second}: duplicate key '{_unsentinel(key)}'"
+                    + (f" under '{'.'.join(_unsentinel(p) for p in path)}'" if path else "")
+                    + f" (first at line {first}; YAML would silently keep only the last: rename or remove one)"
+                    for path, key, first, second in duplicates
+                ]
+            )
     if not isinstance(data, dict):
         raise SpecError("a graph must be a mapping with a `nodes:` key", where=loc)
     from graphmerge.convert.mergekit import is_mergekit_config
@@ -263,6 +313,45 @@ def _from_mergekit(data: dict, loc: str, graph_dir: Path, file: Path | None) -> 
     for warning in conv.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return conv.graph, conv.to_yaml(loc), {}
+
+
+def read_graph_text(file: Path) -> str:
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read the graph file: {exc.strerror or exc}", where=str(file)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            f"the graph file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            where=f"{file}:{line}",
+            fix="a graph is a YAML text file; check that the path names the right file",
+        ) from None
+
+
+def _check_overrides(
+    overrides: Mapping[str, Any], declared: Mapping[str, Any], text: str, loc: str
+) -> list[str]:
+    """`--set` names a variable that `vars:` declares or that the graph references as ${name};
+    anything else would be ignored without a word."""
+    referenced = {m.group(1) for m in VAR_PATTERN.finditer(text)}
+    known = set(declared) | referenced
+    problems = []
+    for name in overrides:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else (
+                f"known variables: {', '.join(sorted(known))}" if known else "the graph declares no `vars:`"
+            )
+        )
+        problems.append(f"{loc}: --set {name}: no variable '{name}' in this graph ({hint})")
+    return problems
 
 
 def build_graph(
@@ -287,11 +376,28 @@ def build_graph(
                 f"{loc}:{lines.get((key,), '?')}: unknown top-level key '{key}' (allowed: {', '.join(TOP_LEVEL_KEYS)})"
             )
 
-    variables = dict(data.get("vars") or {})
+    declared = data.get("vars")
+    if declared is None:
+        declared = {}
+    if not isinstance(declared, dict):
+        raise SpecError(
+            f"`vars:` must be a mapping of name -> value, got {_kind(declared)}",
+            where=f"{loc}:{lines.get(('vars',), '?')}",
+            fix="write e.g. `vars: {out: out/merged}`",
+        )
+    if overrides:
+        problems.extend(_check_overrides(overrides, declared, text, loc))
+    variables = {str(k): v for k, v in declared.items()}
     variables.update(overrides or {})
     for _ in range(5):  # variables may reference other variables
         variables = {k: substitute(v, variables, f"{loc}: vars.{k}") for k, v in variables.items()}
-    seed = data.get("seed", 0)
+    seed = substitute(data.get("seed", 0), variables, f"{loc}: seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        problems.append(
+            f"{loc}:{lines.get(('seed',), '?')}: key 'seed': must be an integer, got {seed!r} "
+            "(write e.g. `seed: 0`)"
+        )
+        seed = 0
     if not isinstance(data.get("trust_remote_code", False), bool):
         problems.append(
             f"{loc}:{lines.get(('trust_remote_code',), '?')}: trust_remote_code must be true or false"
@@ -310,10 +416,15 @@ def build_graph(
         except SpecError as exc:
             problems.append(exc.one_line())
     nodes_raw = data.get("nodes")
-    if not isinstance(nodes_raw, dict) or not nodes_raw:
+    if nodes_raw is not None and not isinstance(nodes_raw, dict):
         raise SpecError(
-            "the graph has no nodes", where=loc, fix="add a `nodes:` mapping of name -> {op: ...}"
+            f"`nodes:` must be a mapping of name -> {{op: ...}}, got {_kind(nodes_raw)}",
+            where=f"{loc}:{lines.get(('nodes',), '?')}",
+            fix="write each node as `name: {op: TYPE, ...}` under `nodes:`",
         )
+    if not nodes_raw:
+        problems.append(f"{loc}: the graph has no nodes (add a `nodes:` mapping of name -> {{op: ...}})")
+        raise SpecErrors(problems)
 
     specs: dict[str, NodeSpec] = {}
     needs_extra: dict[str, list[tuple[str, str]]] = {}  # extra -> (node, op) using it
@@ -413,6 +524,14 @@ def build_graph(
         trust_remote_code=data.get("trust_remote_code") is True,
         cache=dict(cache_raw),
     )
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{value!r}"
 
 
 def _key_of_ref(spec: NodeSpec, ref: str) -> str:

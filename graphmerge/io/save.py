@@ -24,7 +24,7 @@ from graphmerge.io.folder import tokenizer_files
 from graphmerge.lazy import torch
 from graphmerge.tensorfile import write_safetensors as save_file  # no bytes copy of each tensor
 
-__all__ = ["SaveOutcome", "parse_size", "save_hf_model", "write_hf_model"]
+__all__ = ["SaveOutcome", "check_output_folder", "parse_size", "save_hf_model", "write_hf_model"]
 
 _UNITS = {
     "": 1,
@@ -219,6 +219,28 @@ class SaveOutcome:
     waited: bool  # another writer held the output's lock first
 
 
+def check_output_folder(out: Path) -> None:
+    """An output folder can be written: it is absent, empty or a model folder (so a mistyped path
+    never replaces unrelated data), and its nearest existing ancestor is a writable folder."""
+    if out.exists() and not (out.is_dir() and ((out / "config.json").is_file() or not any(out.iterdir()))):
+        raise ModelError(
+            f"output path {out} exists and is not a model folder",
+            fix="choose another output path or remove it yourself",
+        )
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ModelError(
+            f"cannot create output folder {out}: {ancestor} is a file", fix="choose another output path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ModelError(
+            f"cannot create output folder {out}: {ancestor} is not writable",
+            fix="choose a path you can write or fix the folder's permissions",
+        )
+
+
 def write_hf_model(
     out_dir: Path | str, config: Mapping, tensors: Iterable[tuple[str, torch.Tensor]], **kw
 ) -> Path:
@@ -257,13 +279,13 @@ def save_hf_model(
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
-    _check_replaceable(out)
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _OutputLock(out, on_wait) as lock:
         _remove_stale_temps(out)
         if skip_if is not None and skip_if(out):
             return SaveOutcome(out, written=False, waited=lock.waited)
-        _check_replaceable(out)  # a concurrent writer may have put something else there meanwhile
+        check_output_folder(out)  # a concurrent writer may have put something else there meanwhile
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp = out.parent / f".{out.name}{_TMP_MARK}{tag}"
         tmp.mkdir()
@@ -288,13 +310,6 @@ def save_hf_model(
         _swap_in(tmp, out, tag)
     return SaveOutcome(out, written=True, waited=lock.waited)
 
-
-def _check_replaceable(out: Path) -> None:
-    if out.exists() and not (out.is_dir() and ((out / "config.json").is_file() or not any(out.iterdir()))):
-        raise ModelError(
-            f"output path {out} exists and is not a model folder",
-            fix="choose another output path or remove it yourself",
-        )
 
 
 def _swap_in(tmp: Path, out: Path, tag: str) -> None:

@@ -511,6 +511,49 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def check_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
+    """Task names, their data files and metrics, and the model's tokenizer, without evaluating;
+    the scores are stand-ins (NaN)."""
+    from graphmerge.evaluation.tasks import resolve_tasks
+
+    for folder in params.include_path:
+        if not Path(folder).is_dir():
+            raise EvaluationError(
+                f"include_path {folder} is not a folder", fix="point it at a folder of task YAMLs"
+            )
+    specs, keys = _task_specs_and_keys(params, model)
+    resolve_tasks(specs, [str(p) for p in params.include_path])
+    if model.tokenizer_dir is None and any(ctx.cache.get_result(k[0]) is None for k in keys.values()):
+        raise EvaluationError(
+            "the model has no tokenizer", fix="load models whose folders include tokenizer files"
+        )
+    nan = float("nan")
+    return {
+        "scores": {s.task: nan for s in specs},
+        "score": nan,
+        "model_key": model.key,
+        "limit": params.limit,
+    }
+
+
+def evaluate_check(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    if params.results_file is not None:
+        check_writable_file(Path(params.results_file))
+    return check_evaluation(ctx, params, inputs[params.input])
+
+
+def check_writable_file(path: Path) -> None:
+    if path.is_dir():
+        raise EvaluationError(f"{path} is a folder", fix="name a file for the results")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise EvaluationError(
+            f"cannot write {path}: {ancestor} is not a writable folder", fix="choose another path"
+        )
+
+
 @node(
     "evaluate",
     version="1",
@@ -518,6 +561,7 @@ def _jsonable(value: Any) -> Any:
     inputs=["input"],
     cache_state=evaluation_state,
     extras=("eval",),
+    check=evaluate_check,
 )
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""

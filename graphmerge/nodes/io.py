@@ -11,12 +11,12 @@ from typing import Literal
 import xxhash
 from pydantic import Field
 
-from graphmerge.errors import GraphmergeError, ModelError
+from graphmerge.errors import GraphmergeError, ModelError, storage_error
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
 from graphmerge.io.remote_code import FLAG, code_files
-from graphmerge.io.save import parse_size, save_hf_model
+from graphmerge.io.save import check_output_folder, parse_size, save_hf_model
 from graphmerge.lazy import torch
 from graphmerge.nodes.card import component_versions, model_card, resolved_graph_yaml
 from graphmerge.nodes.merge import MERGE_NODE_OF
@@ -131,13 +131,14 @@ def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
 def _load_folder(ctx: RunContext, path: Path) -> Model:
     folder = open_folder(path)
     _LOAD_NODES[str(folder.path)] = ctx.node_name
-    digests = folder.tensor_digests(memo=ctx.cache.digests)
+    # Checking plans but never reads tensor bytes: the path stands in for the content digest.
+    digests = {} if ctx.checking else folder.tensor_digests(memo=ctx.cache.digests)
     tasks = {}
     for name in folder.tensor_names:
         info = folder.info(name)
         tasks[name] = make_task(
             "read",
-            identity=digests[name],
+            identity=digests.get(name) or ("unread", str(folder.path), name),
             shape=tuple(info.shape),
             dtype=str(info.dtype).removeprefix("torch."),
             path=str(folder.path),
@@ -178,7 +179,24 @@ class SaveParams(NodeParams):
     max_shard_size: str = Field("5GB", description="largest safetensors shard, e.g. 500MB, 5GB")
 
 
-@node("save", version="1", params=SaveParams, inputs=["input"], effectful=True)
+def save_check(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
+    """The output folder can be written and is none of the graph's source model folders."""
+    model: Model = inputs[params.input]
+    out = Path(params.path).absolute()
+    parse_size(params.max_shard_size)
+    for name, spec in ctx.graph.nodes.items():
+        if spec.op == "load":
+            source = Path(spec.params.path).absolute()
+            if out == source or source.is_relative_to(out):
+                raise ModelError(
+                    f"the output path {out} would replace the model that node '{name}' loads",
+                    fix="save to another folder",
+                )
+    check_output_folder(out)
+    return {"path": str(out), "model_key": model.key, "written": False}
+
+
+@node("save", version="1", params=SaveParams, inputs=["input"], effectful=True, check=save_check)
 def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     """Write an HF model folder that plain transformers loads."""
     model: Model = inputs[params.input]
@@ -223,20 +241,31 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         ),
         "graph.yaml": model.recipe(out) if model.recipe is not None else resolved_graph_yaml(ctx.graph),
     }
-    outcome = save_hf_model(
-        out,
-        config,
-        tensors(),
-        tokenizer_from=model.tokenizer_dir,
-        generation_config_from=model.tokenizer_dir,
-        dtype=target,
-        max_shard_size=parse_size(params.max_shard_size),
-        model_card=model_card(ctx.graph, ctx.node_name, model, params.dtype),
-        extra_files=extra,
-        copy_files=code,
-        skip_if=lambda path: not ctx.cache.force and _up_to_date(path, stamp),
-        on_wait=lambda: ctx.log(f"save: waiting for another run writing {out}"),
-    )
+    try:
+        outcome = save_hf_model(
+            out,
+            config,
+            tensors(),
+            tokenizer_from=model.tokenizer_dir,
+            generation_config_from=model.tokenizer_dir,
+            dtype=target,
+            max_shard_size=parse_size(params.max_shard_size),
+            model_card=model_card(ctx.graph, ctx.node_name, model, params.dtype),
+            extra_files=extra,
+            copy_files=code,
+            skip_if=lambda path: not ctx.cache.force and _up_to_date(path, stamp),
+            on_wait=lambda: ctx.log(f"save: waiting for another run writing {out}"),
+        )
+    except GraphmergeError:
+        raise
+    except Exception as exc:  # safetensors reports a full disk as its own error type
+        kept = (
+            "the previous output (if any) is unchanged, the partial copy was removed, and the cache is intact"
+        )
+        err = storage_error(exc, out, "the output model", kept)
+        if err is None:
+            raise
+        raise err from exc
     if outcome.written:
         ctx.stats.outputs.append(str(out))
         ctx.log(f"save: wrote {out}")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from graphmerge.errors import SpecError
+from graphmerge.errors import GraphmergeError, SpecError
 from graphmerge.executor import RunContext, run_nodes
 from graphmerge.nodes.evaluate import EvaluationOptions
 from graphmerge.nodes.optimize_outputs import Recipe, score_models
@@ -125,7 +125,9 @@ def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int
     template_nodes = template.get("nodes", template)
     return SearchProblem(
         space=space,
-        make_nodes=lambda config, limit: substitute_params(template_nodes, config, limit, where="trial"),
+        make_nodes=lambda config, limit: substitute_params(
+            template_nodes, config, limit, known=list(space.keys()), where="trial"
+        ),
     )
 
 
@@ -269,6 +271,63 @@ class TrialRunner:
         )
 
 
+# Configurations a check plans besides the default and the strategy's initial ones: a seeded sample,
+# so a space whose corners a merge method rejects is caught before the search, not at trial 37.
+CHECK_SAMPLES = 8
+
+
+def _configs_to_check(params: OptimizeParams, problem: SearchProblem, seed: int) -> list[dict[str, Any]]:
+    from graphmerge.search import config_to_dict, validate_config
+
+    if params.config is not None:
+        return [validate_config(problem.space, params.config, where="config")]
+    configs = [dict(c) for c in problem.initial_configs]
+    configs.append(config_to_dict(problem.space.get_default_configuration()))
+    problem.space.seed(seed)
+    sampled = problem.space.sample_configuration(CHECK_SAMPLES)
+    configs += [config_to_dict(c) for c in (sampled if isinstance(sampled, list) else [sampled])]
+    feasible = [c for c in configs if problem.is_feasible is None or problem.is_feasible(c)]
+    return list({json.dumps(c, sort_keys=True, default=str): c for c in feasible}.values())
+
+
+def optimize_check(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy settings, the space, the SMAC settings, the output folder, and the trial graph
+    (merge parameters per tensor, tasks) of the default, initial and a sample of configurations,
+    all planned, none evaluated. The best model stands in as the default configuration's."""
+    from graphmerge.nodes.evaluate import check_writable_file
+    from graphmerge.search import check_search
+
+    out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
+    check_writable_file(out_dir / "trials.jsonl")
+    problem = build_problem(params, inputs, ctx.seed)
+    if params.smac is not None:
+        check_search(problem.space, _smac_settings(params), out_dir, initial_configs=problem.initial_configs)
+    configs = _configs_to_check(params, problem, ctx.seed)
+    best = None
+    for config in configs:
+        graph = trial_graph(ctx.graph, params, problem.make_nodes(config, None), None)
+        try:
+            values = run_nodes(ctx, graph, initial=dict(inputs))
+        except SpecError as exc:
+            exc.where = f"trial configuration {config}" + (f": {exc.where}" if exc.where else "")
+            raise SpecError(exc.what, where=exc.where, fix=exc.fix) from None
+        except GraphmergeError as exc:
+            exc.where = f"trial configuration {config}" + (f": {exc.where}" if exc.where else "")
+            exc.args = (exc.one_line(),)
+            raise
+        if best is None:
+            best = values[params.output]
+    return {
+        "best": best,
+        "pareto": {},
+        "scores": {},
+        "config": configs[0] if configs else {},
+        "trials": None,
+        "recipe": None,
+        "report": None,
+    }
+
+
 OUTPUTS = ("best", "pareto", "scores", "config", "trials", "recipe", "report")
 
 
@@ -298,6 +357,7 @@ def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, A
     effectful=True,
     extras=("search",),
     cache_state=search_state,
+    check=optimize_check,
 )
 def optimize_node(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Search merge recipes with SMAC (or evaluate one fixed configuration of a strategy)."""

@@ -1,6 +1,14 @@
 """Search library: ConfigSpace spaces from YAML dicts, a resumable SMAC ask/tell driver, reports."""
 
-from .driver import SearchInterrupted, SearchResult, SmacSettings, best_record, progress_line, run_search
+from .driver import (
+    SearchInterrupted,
+    SearchResult,
+    SmacSettings,
+    best_record,
+    check_search,
+    progress_line,
+    run_search,
+)
 from .records import Objective, TrialOutcome, TrialRecord
 from .space import build_space, config_to_dict, substitute_params, validate_config
 
@@ -12,6 +20,7 @@ __all__ = [
     "TrialOutcome",
     "TrialRecord",
     "best_record",
+    "check_search",
     "build_space",
     "config_to_dict",
     "progress_line",

@@ -471,6 +471,21 @@ def _with_score(rec: TrialRecord, objectives: Sequence[Objective]) -> TrialRecor
     return replace(rec, score=weighted_score(rec.scores, objectives))
 
 
+def check_search(
+    space: ConfigurationSpace,
+    settings: SmacSettings,
+    state_dir: Path,
+    *,
+    initial_configs: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """What `run_search` checks before its first trial (initial configs, an existing trial log's
+    search and lines), raising the same errors, changing nothing."""
+    initial = [
+        validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
+    ]
+    TrialLog.check(Path(state_dir) / LOG_NAME, _fingerprint(space, settings, initial))
+
+
 def run_search(
     space: ConfigurationSpace,
     objective: ObjectiveFn,

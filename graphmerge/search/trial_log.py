@@ -61,15 +61,26 @@ class TrialLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
-        else:
+        if not self.path.exists() or self.path.stat().st_size == 0:
             line = {"type": "header", "version": FORMAT_VERSION, "fingerprint": fingerprint, **header}
             self._write_lines([line], mode="w")
             _fsync_dir(self.path.parent)
 
     # -- reading -------------------------------------------------------------------------------------------
+    @classmethod
+    def check(cls, path: Path, fingerprint: str) -> None:
+        """Raise the error opening the log at `path` would raise, without changing the file."""
+        path = Path(path)
+        if path.is_file() and path.stat().st_size > 0:
+            reader = cls.__new__(cls)
+            reader.path, reader.fingerprint, reader.entries = path, fingerprint, []
+            raw = path.read_bytes()
+            reader._read(raw[: raw.rfind(b"\n") + 1])
+
     def _load(self) -> None:
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1
+        self._read(raw[:good_end])  # a log of another search is refused before anything is changed
         if good_end < len(raw):
             # A torn last line from a kill during write: it was never a finished trial, drop it.
             log.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
@@ -77,9 +88,17 @@ class TrialLog:
                 f.truncate(good_end)
                 f.flush()
                 os.fsync(f.fileno())
-        lines = raw[:good_end].decode("utf-8").splitlines()
-        if not lines:
-            raise SpecError("the trial log is empty", where=str(self.path), fix="delete it to start over")
+
+    def _read(self, raw: bytes) -> None:
+        if not raw:
+            return  # killed while writing the header: nothing was logged, start afresh
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise SpecError(
+                f"line {line} is not UTF-8 text", where=str(self.path), fix="repair or delete the log"
+            ) from None
         header = self._parse(lines[0], 1)
         if header.get("type") != "header":
             raise SpecError(
