@@ -349,9 +349,11 @@ class Cache:
         with self._lock:
             return self._has_tensor(key)
 
-    def put_tensor(self, key: str, tensor: torch.Tensor) -> None:
+    def put_tensor(self, key: str, tensor: torch.Tensor, *, always: bool = False) -> None:
+        """`always`: to disk even inside a search trial under `search_persist: reused` (for values
+        that are costly and that every later trial reads, like calibration statistics)."""
         with self._lock:
-            self._put_tensor(key, tensor)
+            self._put_tensor(key, tensor, always=always)
 
     def get_tensor(self, key: str) -> torch.Tensor:
         with self._lock:
@@ -377,13 +379,18 @@ class Cache:
     def on_disk(self, key: str) -> bool:
         return key in self._index
 
-    def _put_tensor(self, key: str, tensor: torch.Tensor) -> None:
+    def _put_tensor(self, key: str, tensor: torch.Tensor, *, always: bool = False) -> None:
         self._fresh.add(key)
         if self._searching:
             # Only trials repeat tensors within a process; elsewhere each is computed once per run
             # and holding it would only raise peak memory.
             self.memory.put(key, tensor)
-        if self._searching and self.settings.search_persist == "reused" and key not in self._seen_once:
+        if (
+            self._searching
+            and not always
+            and self.settings.search_persist == "reused"
+            and key not in self._seen_once
+        ):
             self._seen_once.add(key)  # the first trial that makes it: memory only
             return
         self._seen_once.discard(key)

@@ -159,10 +159,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     overrides = parse_set_overrides(args.set)
     # Hub ids first, from the local cache only: checking the load nodes must not download.
-    check_load_paths(load_graph(args.graph, overrides=overrides))
-    graph = check_graph(
-        args.graph, overrides=overrides, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
-    )
+    graph = load_graph(args.graph, overrides=overrides)
+    pending = check_load_paths(graph)
+    if pending:
+        # The checks that read model files (shapes, parameters per tensor) need the files: `run`
+        # downloads them and makes the same checks before computing anything.
+        print(
+            f"warning: hub models of {', '.join(pending)} are not downloaded yet; "
+            "their per-tensor checks run when `run` has fetched them",
+            file=sys.stderr,
+        )
+    else:
+        graph = check_graph(
+            args.graph, overrides=overrides, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
+        )
     loads = {n: Path(str(s.params.path)) for n, s in graph.nodes.items() if s.op == "load"}
     for line in code_warnings(loads, args.trust_remote_code or graph.trust_remote_code):
         print(f"warning: {line}", file=sys.stderr)

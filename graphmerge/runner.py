@@ -65,11 +65,14 @@ def make_context(
     force: bool = False,
     cache_max_size: int | str | None = None,
     executor: ExecutorSettings | None = None,
+    checking: bool = False,
 ) -> RunContext:
-    """`cache_max_size` (e.g. from --cache-max-size) overrides the graph's `cache: max_size`."""
+    """`cache_max_size` (e.g. from --cache-max-size) overrides the graph's `cache: max_size`.
+    `checking` (validate): no device is resolved, since nothing will be computed, and resolving one
+    would import torch (validate must start in well under a second)."""
     where = f"{graph.file or '<graph>'}: cache"
     settings = CacheSettings.from_mapping(graph.cache, where=where).with_max_size(cache_max_size)
-    dev = resolve_device(device)
+    dev = None if checking else resolve_device(device)
     cache = Cache(cache_dir or default_cache_dir(), settings, force=force)
     stats = RunStats()
     ctx = RunContext(
@@ -145,6 +148,7 @@ def check_graph(
             device="cpu",
             progress=False,
             trust_remote_code=trust_remote_code,
+            checking=True,
         )
         try:
             check_nodes(ctx, graph)

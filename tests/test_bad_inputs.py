@@ -103,7 +103,9 @@ def test_bad_input(case: Case, tmp_path: Path, cli_runner) -> None:
         os.chdir(old_cwd)
     before = _snapshot(work)
     env = _env(work, case)
-    if cli_runner is not None:
+    # A case with its own environment (e.g. a sitecustomize hiding a package) needs a fresh
+    # interpreter: the forked one has imported everything already.
+    if cli_runner is not None and not case.env:
         proc = cli_runner.run(argv, work, env)
     else:
         proc = subprocess.run(

@@ -18,7 +18,8 @@ TINY = REPO / "models" / "tiny"
 
 # Packages of the optional extras, and transformers' model code: a plain merge needs none of them.
 HEAVY_FOR_MERGE = ("lm_eval", "smac", "ConfigSpace", "dask", "distributed", "matplotlib", "datasets")
-# `--help`, `validate` and `nodes` must not pay for torch either.
+# `--help`, `--version` and `nodes` must not pay for torch either. (`validate` makes every check `run`
+# makes before computing, which plans each tensor with torch: see test_validate_of_a_merge_imports_no_extra.)
 HEAVY_FOR_START = (*HEAVY_FOR_MERGE, "torch", "transformers", "safetensors", "numpy")
 
 _PROBE = """
@@ -60,14 +61,20 @@ def _heavy(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["--version"], ["nodes"], ["validate", str(REPO / "graphs/dis_search.yaml")]],
-    ids=["help", "version", "nodes", "validate"],
+    [["--help"], ["--version"], ["nodes"]],
+    ids=["help", "version", "nodes"],
 )
 def test_start_up_imports_nothing_heavy(tmp_path, argv):
     code, modules = _imports(tmp_path, *argv)
     assert code == 0
     assert "graphmerge.cli" in modules
     assert _heavy(modules, HEAVY_FOR_START) == []
+
+
+def test_validate_of_a_merge_imports_no_extra(tmp_path):
+    code, modules = _imports(tmp_path, "validate", str(REPO / "graphs/ties.yaml"))
+    assert code == 0
+    assert _heavy(modules, (*HEAVY_FOR_MERGE, "transformers")) == []
 
 
 def test_plain_merge_imports_no_extra_and_no_model_classes(tmp_path):

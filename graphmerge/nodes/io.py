@@ -98,21 +98,24 @@ def _model_source(path: str, graph_dir: Path, *, download: bool = True) -> tuple
     return whole, None
 
 
-def check_load_paths(graph) -> None:
-    """Every `load` path exists locally or, offline, in the hub cache (nothing is downloaded)."""
+def check_load_paths(graph) -> list[str]:
+    """Every `load` path exists locally or, offline, in the hub cache (nothing is downloaded).
+    Returns the load nodes whose hub models are not cached yet (`run` downloads them)."""
     from graphmerge.io.hub import NotCached
 
+    pending = []
     for name, spec in graph.nodes.items():
         if spec.op != "load" or "${" in spec.params.path:
             continue
         try:
             for found in _model_source(spec.params.path, graph.dir, download=False):
                 if found is not None and not found.exists():
-                    raise ModelError(f"model folder {found} not found", fix="check the path")
+                    raise ModelError(f"model folder {found} does not exist", fix="check the path")
         except NotCached:
-            continue  # `run` downloads it
+            pending.append(name)  # `run` downloads it
         except ModelError as exc:
             raise ModelError(exc.what, where=graph.where(name, "path"), fix=exc.fix) from None
+    return pending
 
 
 @node("load", version="1", params=LoadParams)

@@ -300,6 +300,7 @@ def optimize_check(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str,
     out_dir = Path(params.out) if params.out else ctx.graph.dir / "out" / ctx.node_name
     check_writable_file(out_dir / "trials.jsonl")
     problem = build_problem(params, inputs, ctx.seed)
+    _check_held_out(params)
     if params.smac is not None:
         check_search(problem.space, _smac_settings(params), out_dir, initial_configs=problem.initial_configs)
     configs = _configs_to_check(params, problem, ctx.seed)

@@ -147,10 +147,15 @@ def model_statistics(
         complete, needed = True, list(model.tensors)
     if complete and all(ctx.cache.has_tensor(task(n).key) for n in needed):
         ctx.stats.statistics_cached += len(needed)
+    elif ctx.checking:
+        # `validate` (and `run`'s check pass) plans but never computes: without the learnt sharing,
+        # every weight stands for its own module's statistic.
+        if params.kind == "gram":
+            sharing = {n.removesuffix(".weight"): n.removesuffix(".weight") for n in model.tensors}
     else:
 
         def sink(name: str, value: torch.Tensor) -> None:
-            ctx.cache.put_tensor(task(name).key, value)
+            ctx.cache.put_tensor(task(name).key, value, always=True)
             ctx.stats.statistics_computed += 1
 
         ctx.log(f"statistics: {params.kind} of '{ref}' on {sum(map(len, seqs))} calibration tokens")

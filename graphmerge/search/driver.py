@@ -483,7 +483,11 @@ def check_search(
     initial = [
         validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
     ]
-    TrialLog.check(Path(state_dir) / LOG_NAME, _fingerprint(space, settings, initial))
+    TrialLog.check(
+        Path(state_dir) / LOG_NAME,
+        _fingerprint(space, settings, initial),
+        also_accept=(_fingerprint(space, settings, initial, smac_version=library_versions()["smac"]),),
+    )
 
 
 def run_search(

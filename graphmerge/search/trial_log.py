@@ -68,12 +68,14 @@ class TrialLog:
 
     # -- reading -------------------------------------------------------------------------------------------
     @classmethod
-    def check(cls, path: Path, fingerprint: str) -> None:
+    def check(cls, path: Path, fingerprint: str, *, also_accept: tuple[str, ...] = ()) -> None:
         """Raise the error opening the log at `path` would raise, without changing the file."""
         path = Path(path)
         if path.is_file() and path.stat().st_size > 0:
             reader = cls.__new__(cls)
             reader.path, reader.fingerprint, reader.entries = path, fingerprint, []
+            # No header of its own: the library versions are compared when the search opens the log.
+            reader.also_accept, reader.header, reader.libraries_then = also_accept, None, None
             raw = path.read_bytes()
             reader._read(raw[: raw.rfind(b"\n") + 1])
 
@@ -111,7 +113,8 @@ class TrialLog:
                 where=str(self.path),
                 fix="restore the old settings to resume, or delete the log / use another state dir to start over",
             )
-        then, now = header.get("libraries"), self.header.get("libraries")
+        then = header.get("libraries")
+        now = then if self.header is None else self.header.get("libraries")
         if then != now:
             self.libraries_then = dict(then or {})
             log.warning(

@@ -199,7 +199,6 @@ CASES = [
         "shard_index_not_json", lambda f: (_shard(f), write(f, "model.safetensors.index.json", "{")), "index"
     ),
     _case("pickle_bin_with_code", _pickle_with_code, "pytorch_model.bin", check=no_file("pwned")),
-    _case("auto_map_remote_code", _auto_map, "auto_map", graph=MERGE, check=no_file("pwned")),
     Case(
         "tokenizer_garbage",
         graph_case(ALIGN, setup=_model(_config_file("tokenizer.json", b"\x00garbage"))),
