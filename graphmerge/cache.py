@@ -197,14 +197,23 @@ def _gpu_has_room(device: torch.device, size: int) -> bool:
     return free - size > total // 4
 
 
-def _sqlite_ok(db: Path) -> bool:
+STORES = ("index", "results", "digests")
+
+
+def sqlite_ok(db: Path) -> bool:
+    """A store's SQLite file is absent (created on open) or passes SQLite's own check."""
     if not db.exists():
         return True
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except sqlite3.DatabaseError:
+    except sqlite3.Error:
         return False
+
+
+def broken_store(root: Path) -> Path | None:
+    """The first of a cache's store databases that SQLite cannot read (to name it in errors)."""
+    return next((db for db in (root / s / "cache.db" for s in STORES) if not sqlite_ok(db)), None)
 
 
 def _warn(message: str) -> None:
@@ -274,7 +283,7 @@ class Cache:
     ) -> diskcache.Cache:
         folder = self.root / name
         try:
-            if _sqlite_ok(folder / "cache.db"):
+            if sqlite_ok(folder / "cache.db"):
                 return diskcache.Cache(str(folder))
         except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError):
             pass  # unreadable, or not even a folder: set it aside like a corrupt database

@@ -281,7 +281,7 @@ def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeErr
     from graphmerge.errors import storage_error
 
     if isinstance(exc, sqlite3.Error):
-        from graphmerge.cache import default_cache_dir
+        from graphmerge.cache import broken_store, default_cache_dir
 
         root = Path(getattr(args, "cache_dir", None) or default_cache_dir())
         if "full" in str(exc):
@@ -294,7 +294,7 @@ def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeErr
         return GraphmergeError(
             f"a cache index database cannot be used ({type(exc).__name__}: {exc}); "
             "nothing was lost: outputs and cached blobs are untouched",
-            where=str(_broken_database(root) or root),
+            where=str(broken_store(root) or root),
             fix=f"move {root} aside and rerun (cached work is recomputed)",
         )
     if isinstance(exc, OSError):
@@ -313,21 +313,6 @@ def known_failure(exc: BaseException, args: argparse.Namespace) -> GraphmergeErr
             f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'})",
             fix="use --device cpu, a smaller save max_shard_size, or a machine with more memory",
         )
-    return None
-
-
-def _broken_database(root: Path) -> Path | None:
-    """The first of the cache's index databases that SQLite cannot read, to name it in the error."""
-    import sqlite3
-
-    for name in ("index", "results", "digests"):
-        path = root / name / "cache.db"
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                    return path
-        except sqlite3.Error:
-            return path
     return None
 
 

@@ -13,10 +13,10 @@ import yaml
 from graphmerge.plan import Model
 from graphmerge.spec import GraphSpec, ancestors
 
-__all__ = ["component_versions", "model_card", "resolved_graph_yaml"]
+__all__ = ["component_versions", "model_card", "plain", "resolved_graph_yaml"]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Plain YAML-able data (paths and tuples as JSON would write them)."""
     return json.loads(json.dumps(value, default=str))
 
@@ -64,7 +64,7 @@ def resolved_graph_yaml(graph: GraphSpec) -> str:
     if graph.trust_remote_code:
         doc["trust_remote_code"] = True
     doc["nodes"] = {name: dict(spec.raw) for name, spec in graph.nodes.items()}
-    body = yaml.safe_dump(_plain(doc), sort_keys=False, default_flow_style=None, width=110)
+    body = yaml.safe_dump(plain(doc), sort_keys=False, default_flow_style=None, width=110)
     return "\n".join(header) + "\n" + body
 
 
@@ -131,7 +131,7 @@ def model_card(graph: GraphSpec, save_node: str, model: Model, dtype: str | None
         "## Every step and parameter",
         "",
         "```yaml",
-        yaml.safe_dump(_plain(steps), sort_keys=False, width=110).rstrip(),
+        yaml.safe_dump(plain(steps), sort_keys=False, width=110).rstrip(),
         "```",
         "",
         "## Recipe",

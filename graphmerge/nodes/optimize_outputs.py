@@ -16,6 +16,7 @@ import yaml
 
 from graphmerge.errors import SpecError
 from graphmerge.executor import RunContext
+from graphmerge.nodes.card import plain
 from graphmerge.plan import Model
 from graphmerge.spec import GraphSpec, ancestors, path_fields
 
@@ -69,17 +70,7 @@ class Recipe:
             f"# {self.note}\n# configuration: {dict(self.config)}\n"
             "# rebuild it: graphmerge run THIS_FILE [--set out=FOLDER] (paths are relative to this file)\n"
         )
-        return header + yaml.safe_dump(_plain(doc), sort_keys=False, default_flow_style=None, width=120)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return header + yaml.safe_dump(plain(doc), sort_keys=False, default_flow_style=None, width=120)
 
 
 def score_models(
