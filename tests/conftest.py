@@ -58,6 +58,21 @@ def tiny_llamas(tmp_path_factory) -> dict[str, Path]:
     return {name: make_llama(root / name, seed) for seed, name in enumerate(["base", "a", "b"])}
 
 
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny Llamas with real BPE tokenizers: a and b share a vocabulary, deep has 4 layers, other_tok
+    has its own vocabulary."""
+    from helpers import TEXT_B, make_model
+
+    root = tmp_path_factory.mktemp("structure")
+    return {
+        "a": make_model(root / "a", 1),
+        "b": make_model(root / "b", 2),  # same tokenizer as a: same vocabulary
+        "deep": make_model(root / "deep", 3, layers=4),
+        "other_tok": make_model(root / "other_tok", 4, text=TEXT_B, vocab_size=90),
+    }
+
+
 @pytest.fixture()
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"

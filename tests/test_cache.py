@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import saved_tensors as tensors_of
 from safetensors import safe_open
 from safetensors.torch import load_file
-from test_foundation import tensors_of
 
 from graphmerge.cache import Cache, CacheMiss, CacheSettings
 from graphmerge.cli import main

@@ -320,7 +320,7 @@ def test_chat_template_lands_in_the_saved_tokenizer(tmp_path, template):
 def test_per_token_sources_follow_mergekit_rules(tmp_path):
     """tokenizer.tokens: a model lacking a token gets the configured row; `force` replaces it in
     every model; others keep the default (the only holder's row)."""
-    from test_nodes_structure import TEXT_A, TEXT_B, make_model
+    from helpers import TEXT_A, TEXT_B, make_model
 
     from graphmerge.io.vocab import tokenizer_vocab
 

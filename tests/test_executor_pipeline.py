@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import saved_tensors as tensors_of
 from safetensors.torch import load_file, save_file
-from test_foundation import tensors_of
 
 from graphmerge.executor import ExecutorSettings
 from graphmerge.runner import run_graph

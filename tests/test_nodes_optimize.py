@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file
+from helpers import saved_tensors
 
 from graphmerge.runner import run_graph
 
@@ -53,13 +53,6 @@ def search_graph(
     return path
 
 
-def tensors(folder: Path) -> dict:
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
-
-
 SMALL = {"facade": "multi_fidelity", "n_trials": 6, "min_budget": 8, "max_budget": 16, "eta": 2, "seed": 0}
 
 
@@ -84,7 +77,7 @@ def test_dis_search_saves_best_report_and_a_recipe_that_reproduces_it(tmp_path):
         recipe, overrides={"out": str(tmp_path / "replayed")}, cache_dir=tmp_path / "fresh", progress=False
     )
     assert replay.stats.outputs == [str(tmp_path / "replayed")]
-    best, again = tensors(out / "best_model"), tensors(tmp_path / "replayed")
+    best, again = saved_tensors(out / "best_model"), saved_tensors(tmp_path / "replayed")
     assert best.keys() == again.keys() and all(best[k].equal(again[k]) for k in best)
 
     # A second run replays every trial from the log: nothing is evaluated or computed again.

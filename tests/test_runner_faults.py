@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, make_llama
-from test_optimize import SMALL, search_graph
+from test_nodes_optimize import SMALL, search_graph
 
 pytestmark = pytest.mark.slow
 
