@@ -18,8 +18,8 @@ TINY = REPO / "models" / "tiny"
 
 # Packages of the optional extras, and transformers' model code: a plain merge needs none of them.
 HEAVY_FOR_MERGE = ("lm_eval", "smac", "ConfigSpace", "dask", "distributed", "matplotlib", "datasets")
-# `--help`, `--version` and `nodes` must not pay for torch either. (`validate` makes every check `run`
-# makes before computing, which plans each tensor with torch: see test_validate_of_a_merge_imports_no_extra.)
+# `--help`, `--version`, `nodes` and `validate` must not pay for torch either: validate plans each tensor
+# from the safetensors headers, parsed in plain Python.
 HEAVY_FOR_START = (*HEAVY_FOR_MERGE, "torch", "transformers", "safetensors", "numpy")
 
 _PROBE = """
@@ -71,10 +71,19 @@ def test_start_up_imports_nothing_heavy(tmp_path, argv):
     assert _heavy(modules, HEAVY_FOR_START) == []
 
 
-def test_validate_of_a_merge_imports_no_extra(tmp_path):
+def test_validate_of_a_merge_imports_no_extra_and_no_torch(tmp_path):
     code, modules = _imports(tmp_path, "validate", str(REPO / "graphs/ties.yaml"))
     assert code == 0
-    assert _heavy(modules, (*HEAVY_FOR_MERGE, "transformers")) == []
+    assert _heavy(modules, HEAVY_FOR_START) == []
+
+
+def test_validate_of_a_search_imports_no_torch_lm_eval_or_smac(tmp_path):
+    """The search's tasks are found in its include_path YAMLs without lm-eval. (ConfigSpace stays:
+    validate samples the strategy's space to plan trial graphs.)"""
+    code, modules = _imports(tmp_path, "validate", str(REPO / "graphs/dis_search.yaml"))
+    assert code == 0
+    heavy = ("torch", "transformers", "safetensors", "lm_eval", "smac", "datasets", "dask", "matplotlib")
+    assert _heavy(modules, heavy) == []
 
 
 def test_plain_merge_imports_no_extra_and_no_model_classes(tmp_path):

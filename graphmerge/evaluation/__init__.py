@@ -1,41 +1,43 @@
-"""lm-eval glue: HF models from in-memory tensors, task lookup and validation, scores."""
+"""lm-eval glue: HF models from in-memory tensors, task lookup and validation, scores.
 
-from graphmerge.evaluation.model import build_model, drop_resident_model, resident_model
-from graphmerge.evaluation.runner import (
-    EvalOptions,
-    EvalResult,
-    ExampleScores,
-    environment_info,
-    evaluate,
-    load_tokenizer,
-    per_example_ok,
-    score_examples,
-)
-from graphmerge.evaluation.tasks import (
-    TaskSpec,
-    task_config_hash,
-    task_data_files,
-    task_filters,
-    task_manager,
-    task_metrics,
-)
+The names below are loaded on first use (PEP 562): the model and runner modules import torch, and task
+lookups (all `validate` needs) must not pay for it."""
 
-__all__ = [
-    "EvalOptions",
-    "EvalResult",
-    "ExampleScores",
-    "TaskSpec",
-    "build_model",
-    "drop_resident_model",
-    "environment_info",
-    "evaluate",
-    "load_tokenizer",
-    "per_example_ok",
-    "resident_model",
-    "score_examples",
-    "task_config_hash",
-    "task_data_files",
-    "task_filters",
-    "task_manager",
-    "task_metrics",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "build_model": "model",
+    "drop_resident_model": "model",
+    "resident_model": "model",
+    "EvalOptions": "runner",
+    "EvalResult": "runner",
+    "ExampleScores": "runner",
+    "environment_info": "runner",
+    "evaluate": "runner",
+    "load_tokenizer": "runner",
+    "per_example_ok": "runner",
+    "score_examples": "runner",
+    "TaskSpec": "tasks",
+    "task_config_hash": "tasks",
+    "task_data_files": "tasks",
+    "task_filters": "tasks",
+    "task_manager": "tasks",
+    "task_metrics": "tasks",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

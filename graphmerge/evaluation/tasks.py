@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from graphmerge.errors import EvaluationError
+from graphmerge.evaluation.task_index import include_path_index
 
 __all__ = [
     "TaskSpec",
     "task_manager",
     "resolve_tasks",
+    "check_tasks",
+    "is_group_or_tag",
     "task_metrics",
     "task_data_files",
     "task_filters",
@@ -184,8 +187,20 @@ def task_manager(include_path: PathLike | Iterable[PathLike] | None, names: Sequ
 
 
 def _entry(name: str, include_path):
+    """(the index that knows `name`, its entry): the include paths' own YAML index when they define the
+    name (no lm-eval import), lm-eval's TaskManager otherwise."""
+    paths = _key(include_path)
+    if paths:
+        local = include_path_index(paths, _signature(paths))
+        if name in local.task_index:
+            return local, local.task_index[name]
     tm = task_manager(include_path, [name])
     return tm, tm.task_index[name]
+
+
+def is_group_or_tag(name: str, include_path: PathLike | Iterable[PathLike] | None) -> bool:
+    kind = _kind(_entry(name, include_path)[1])
+    return "group" in kind or "tag" in kind
 
 
 def _yaml_config(entry) -> dict[str, Any]:
@@ -326,10 +341,15 @@ def _check_filter(spec: TaskSpec, include_path, where: str | None) -> None:
 
 def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
     """Validate names, data files and metrics up front (before any model work); return the manager."""
-    names = list(dict.fromkeys(s.task for s in specs))
-    tm = task_manager(include_path, names)
+    check_tasks(specs, include_path)
+    return task_manager(include_path, list(dict.fromkeys(s.task for s in specs)))
+
+
+def check_tasks(specs: Sequence[TaskSpec], include_path) -> None:
+    """Validate names, data files, metrics and filters; lm-eval is imported only for names that the
+    include paths do not define."""
     for s in specs:
-        _, entry = _entry(s.task, include_path)
+        tm, entry = _entry(s.task, include_path)
         leaves = _members(tm, entry) or [s.task]
         if "tag" in _kind(entry):
             raise EvaluationError(
@@ -346,7 +366,6 @@ def resolve_tasks(specs: Sequence[TaskSpec], include_path) -> Any:
                 fix=f"it reports: {', '.join(produced) or 'nothing'}",
             )
         _check_filter(s, include_path, str(entry.yaml_path) if entry.yaml_path else None)
-    return tm
 
 
 # ---------------------------------------------------------------------------------------------- hash

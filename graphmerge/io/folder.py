@@ -9,7 +9,6 @@ at open time with a message naming the file, instead of failing halfway through 
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import os
 import struct
@@ -33,32 +32,30 @@ __all__ = [
 
 
 
-@functools.cache
-def _st_dtypes() -> dict[str, torch.dtype]:
-    """Safetensors dtype codes -> torch dtypes (built on first use: torch is imported lazily).
-    Unknown codes are rejected at open time."""
-    out = {
-        "F64": torch.float64,
-        "F32": torch.float32,
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "I64": torch.int64,
-        "I32": torch.int32,
-        "I16": torch.int16,
-        "I8": torch.int8,
-        "U8": torch.uint8,
-        "BOOL": torch.bool,
-    }
-    for code, attr in [
-        ("F8_E4M3", "float8_e4m3fn"),
-        ("F8_E5M2", "float8_e5m2"),
-        ("U16", "uint16"),
-        ("U32", "uint32"),
-        ("U64", "uint64"),
-    ]:
-        if hasattr(torch, attr):
-            out[code] = getattr(torch, attr)
-    return out
+# Safetensors dtype codes -> (torch's name for the dtype, bytes per element). Names, not torch dtypes,
+# so that parsing a header (all `validate` does) never imports torch; `TensorInfo.dtype` converts.
+_ST_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+    "U16": ("uint16", 2),
+    "U32": ("uint32", 4),
+    "U64": ("uint64", 8),
+}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
 
 # Everything a tokenizer may need; copied verbatim when a merged model is saved.
 TOKENIZER_FILE_NAMES: tuple[str, ...] = (
@@ -86,10 +83,21 @@ class TensorInfo:
 
     name: str
     file: Path
-    dtype: torch.dtype
+    dtype_name: str  # torch's spelling ("bfloat16"); see `dtype`
     shape: tuple[int, ...]
     begin: int | None = None
     end: int | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        dtype = getattr(torch, self.dtype_name, None)
+        if dtype is None:
+            raise ModelError(
+                f"tensor {self.name!r} has dtype {self.dtype_name}, which this torch {torch.__version__} lacks",
+                where=str(self.file),
+                fix="upgrade torch",
+            )
+        return dtype
 
 
 def tokenizer_files(directory: Path | str) -> list[Path]:
@@ -98,7 +106,7 @@ def tokenizer_files(directory: Path | str) -> list[Path]:
     return [d / n for n in TOKENIZER_FILE_NAMES if (d / n).is_file()]
 
 
-def _digest_bytes(dtype: torch.dtype, shape: tuple[int, ...], data: Any) -> str:
+def _digest_bytes(dtype: torch.dtype | str, shape: tuple[int, ...], data: Any) -> str:
     # dtype and shape are hashed too: the same bytes viewed as another dtype/shape is another tensor.
     # The dtype is spelled the torch way so .bin and .safetensors copies of a tensor digest equally.
     h = xxhash.xxh3_128(_digest_prefix(dtype, shape))
@@ -106,8 +114,8 @@ def _digest_bytes(dtype: torch.dtype, shape: tuple[int, ...], data: Any) -> str:
     return h.hexdigest()
 
 
-def _digest_prefix(dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
-    return f"{str(dtype).removeprefix('torch.')}|{','.join(map(str, shape))}|".encode()
+def _digest_prefix(dtype: torch.dtype | str, shape: tuple[int, ...]) -> bytes:
+    return f"{_dtype_name(dtype)}|{','.join(map(str, shape))}|".encode()
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -159,13 +167,13 @@ def _parse_safetensors_header(file: Path) -> list[TensorInfo]:
             raise ModelError(
                 f"safetensors header entry for {name!r} is malformed", where=where, fix=fix
             ) from e
-        if code not in _st_dtypes():
+        if code not in _ST_DTYPES:
             raise ModelError(f"tensor {name!r} has unsupported dtype {code}", where=where)
-        dtype = _st_dtypes()[code]
+        dtype, itemsize = _ST_DTYPES[code]
         numel = 1
         for s in shape:
             numel *= s
-        expected = numel * torch.empty((), dtype=dtype).element_size()
+        expected = numel * itemsize
         if not (0 <= begin <= end) or end - begin != expected:
             raise ModelError(
                 f"tensor {name!r} byte range {begin}..{end} does not match its shape {list(shape)} and dtype {code}",
@@ -286,7 +294,7 @@ class ModelFolder:
                 sd = _torch_load(f)
                 handles[f] = sd
                 for name, t in sd.items():
-                    add(TensorInfo(name, f, t.dtype, tuple(t.shape)))
+                    add(TensorInfo(name, f, _dtype_name(t.dtype), tuple(t.shape)))
             folder = cls(d, config, fmt, tuple(files), tuple(order), infos)
             folder._handles.update(handles)
             return folder
@@ -399,7 +407,7 @@ class ModelFolder:
         with open(f, "rb", buffering=0) as fh:
             for n in names:
                 i = self._infos[n]
-                h = xxhash.xxh3_128(_digest_prefix(i.dtype, i.shape))
+                h = xxhash.xxh3_128(_digest_prefix(i.dtype_name, i.shape))
                 fh.seek(i.begin)
                 left = i.end - i.begin
                 while left:

@@ -96,7 +96,7 @@ class EvaluationOptions(NodeParams):
     @field_validator("limit")
     @classmethod
     def _limit(cls, value: Any) -> Any:
-        from graphmerge.evaluation.runner import check_limit
+        from graphmerge.evaluation.option_checks import check_limit
 
         if isinstance(value, float) and value.is_integer() and value >= 1:
             value = int(value)  # 25.0 and 25 are one setting (and one cache key)
@@ -105,7 +105,7 @@ class EvaluationOptions(NodeParams):
     @field_validator("batch_size")
     @classmethod
     def _batch_size(cls, value: Any) -> Any:
-        from graphmerge.evaluation.runner import check_batch_size
+        from graphmerge.evaluation.option_checks import check_batch_size
 
         return _checked(check_batch_size, value)
 
@@ -251,9 +251,9 @@ def _task_specs_and_keys(
     """Specs, and per task: (score key, per-example key, whether the task is a group or tag)."""
     from graphmerge.evaluation.tasks import (
         TaskSpec,
+        is_group_or_tag,
         task_config_hash,
         task_filters,
-        task_manager,
         task_metrics,
     )
 
@@ -279,8 +279,7 @@ def _task_specs_and_keys(
             )
         specs.append(spec)
         task_hash = task_config_hash(spec.task, include)
-        tm = task_manager(include, [spec.task])
-        is_group = spec.task in tm.all_groups or spec.task in tm.all_tags
+        is_group = is_group_or_tag(spec.task, include)
         keys[spec.task] = (
             evaluation_key(model.key, task_hash, spec.label, params),
             examples_key(model.key, task_hash, spec.label, params),
@@ -514,7 +513,7 @@ def _jsonable(value: Any) -> Any:
 def check_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
     """Task names, their data files and metrics, and the model's tokenizer, without evaluating;
     the scores are stand-ins (NaN)."""
-    from graphmerge.evaluation.tasks import resolve_tasks
+    from graphmerge.evaluation.tasks import check_tasks
 
     for folder in params.include_path:
         if not Path(folder).is_dir():
@@ -522,7 +521,7 @@ def check_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> d
                 f"include_path {folder} is not a folder", fix="point it at a folder of task YAMLs"
             )
     specs, keys = _task_specs_and_keys(params, model)
-    resolve_tasks(specs, [str(p) for p in params.include_path])
+    check_tasks(specs, [str(p) for p in params.include_path])
     if model.tokenizer_dir is None and any(ctx.cache.get_result(k[0]) is None for k in keys.values()):
         raise EvaluationError(
             "the model has no tokenizer", fix="load models whose folders include tokenizer files"

@@ -143,7 +143,7 @@ def _load_folder(ctx: RunContext, path: Path) -> Model:
             "read",
             identity=digests.get(name) or ("unread", str(folder.path), name),
             shape=tuple(info.shape),
-            dtype=str(info.dtype).removeprefix("torch."),
+            dtype=info.dtype_name,
             path=str(folder.path),
             name=name,
         )
