@@ -31,6 +31,7 @@ def _commands(src: Path, work: Path) -> list[tuple[str, list[str], bool]]:
     ties = ["run", str(src / "graphs/ties.yaml"), "--no-progress", "--set", f"out={work / 'ties'}"]
     return [
         ("--help", ["--help"], False),
+        ("validate ties.yaml", ["validate", str(src / "graphs/ties.yaml")], False),
         ("validate dis_search.yaml", ["validate", str(src / "graphs/dis_search.yaml")], False),
         ("nodes", ["nodes"], False),
         ("run ties.yaml (empty cache)", ties, True),

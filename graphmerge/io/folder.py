@@ -34,7 +34,7 @@ __all__ = [
 
 # Safetensors dtype codes -> (torch's name for the dtype, bytes per element). Names, not torch dtypes,
 # so that parsing a header (all `validate` does) never imports torch; `TensorInfo.dtype` converts.
-_ST_DTYPES: dict[str, tuple[str, int]] = {
+SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
     "F64": ("float64", 8),
     "F32": ("float32", 4),
     "F16": ("float16", 2),
@@ -167,9 +167,9 @@ def _parse_safetensors_header(file: Path) -> list[TensorInfo]:
             raise ModelError(
                 f"safetensors header entry for {name!r} is malformed", where=where, fix=fix
             ) from e
-        if code not in _ST_DTYPES:
+        if code not in SAFETENSORS_DTYPES:
             raise ModelError(f"tensor {name!r} has unsupported dtype {code}", where=where)
-        dtype, itemsize = _ST_DTYPES[code]
+        dtype, itemsize = SAFETENSORS_DTYPES[code]
         numel = 1
         for s in shape:
             numel *= s

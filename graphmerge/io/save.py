@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from pathlib import Path
 
 from graphmerge.errors import ModelError, SpecError
 from graphmerge.filemode import dir_mode, file_mode
-from graphmerge.io.folder import tokenizer_files
+from graphmerge.io.folder import SAFETENSORS_DTYPES, tokenizer_files
 from graphmerge.lazy import torch
 from graphmerge.tensorfile import write_safetensors as save_file  # no bytes copy of each tensor
 
-__all__ = ["SaveOutcome", "check_output_folder", "parse_size", "save_hf_model", "write_hf_model"]
+_WRITE_CHUNK = 64 << 20
+
+__all__ = ["PlannedTensor", "SaveOutcome", "check_output_folder", "parse_size", "save_hf_model", "write_hf_model"]
 
 _UNITS = {
     "": 1,
@@ -151,10 +154,119 @@ def _safe_relative(name: str) -> Path:
     return p
 
 
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor the save will receive, known before it is computed: its name, shape and the dtype it
+    is saved in (torch's spelling, e.g. "bfloat16")."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def _st_code(dtype_name: str) -> str | None:
+    return next((code for code, (name, _) in SAFETENSORS_DTYPES.items() if name == dtype_name), None)
+
+
+def _nbytes(p: PlannedTensor) -> int:
+    n = 1
+    for s in p.shape:
+        n *= s
+    return n * SAFETENSORS_DTYPES[_st_code(p.dtype)][1]
+
+
+def _header(shard: list[PlannedTensor]) -> bytes:
+    """The safetensors header `write_safetensors` writes for these tensors in this order (byte for byte)."""
+    entries: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for p in shard:
+        n = _nbytes(p)
+        entries[p.name] = {"dtype": _st_code(p.dtype), "shape": list(p.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+class _StreamingShards:
+    """Writes each tensor into its shard file as it arrives: the shards and their headers are laid out
+    from the plan (the shapes and dtypes known before computing), so no shard is held in memory and
+    the writes overlap the computation. The files equal what the buffering writer makes."""
+
+    def __init__(self, tmp: Path, plan: list[PlannedTensor], max_shard_size: int):
+        self.tmp = tmp
+        self.shards: list[list[PlannedTensor]] = []
+        size = 0
+        for p in plan:
+            n = _nbytes(p)
+            if not self.shards or (self.shards[-1] and size + n > max_shard_size):
+                self.shards.append([])
+                size = 0
+            self.shards[-1].append(p)
+            size += n
+        self.order = [(i, p) for i, shard in enumerate(self.shards) for p in shard]
+        self.done = 0  # tensors written
+        self.fh = None
+        self.paths: list[Path] = []
+
+    def expects(self, name: str, t: torch.Tensor) -> bool:
+        if self.done >= len(self.order):
+            return False
+        p = self.order[self.done][1]
+        return name == p.name and tuple(t.shape) == p.shape and str(t.dtype).removeprefix("torch.") == p.dtype
+
+    def write(self, t: torch.Tensor) -> None:
+        shard, _ = self.order[self.done]
+        if self.fh is None or shard == len(self.paths):
+            self._close()
+            path = self.tmp / f"shard-{shard + 1:05d}.safetensors"
+            self.paths.append(path)
+            # Unbuffered: each tensor reaches the file when it arrives, written from its own memory.
+            self.fh = open(path, "wb", buffering=0)  # noqa: SIM115 (closed when its shard is complete)
+            self._put(memoryview(_header(self.shards[shard])))
+        if t.numel():
+            self._put(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        self.done += 1
+
+    def _put(self, view: memoryview) -> None:
+        while len(view):
+            view = view[self.fh.write(view[:_WRITE_CHUNK]) :]
+
+    def _close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def complete(self) -> bool:
+        self._close()
+        return self.done == len(self.order)
+
+    def written(self) -> Iterable[tuple[str, torch.Tensor]]:
+        """The tensors written so far, read back (to hand them to the buffering writer when the
+        computed tensors stop following the plan); their files are removed."""
+        self._close()
+        for shard, path in enumerate(self.paths):
+            with open(path, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                fh.seek(8 + n)
+                for p in self.shards[shard]:
+                    if self.done == 0:
+                        break
+                    out = torch.empty(p.shape, dtype=getattr(torch, p.dtype))
+                    if out.numel():
+                        fh.readinto(memoryview(out.reshape(-1).view(torch.uint8).numpy()))
+                    self.done -= 1
+                    yield p.name, out
+            path.unlink()
+        self.paths = []
+
+
 class _ShardWriter:
     """Buffers tensors and flushes one safetensors shard whenever the next tensor would overflow it."""
 
-    def __init__(self, tmp: Path, dtype: torch.dtype | None, max_shard_size: int):
+    def __init__(
+        self, tmp: Path, dtype: torch.dtype | None, max_shard_size: int, plan: list[PlannedTensor] | None = None
+    ):
         self.tmp = tmp
         self.dtype = dtype
         self.max = max_shard_size
@@ -163,6 +275,8 @@ class _ShardWriter:
         self.shards: list[tuple[Path, list[str]]] = []
         self.seen: set[str] = set()
         self.total = 0
+        known = plan is not None and all(_st_code(p.dtype) for p in plan)
+        self.streaming = _StreamingShards(tmp, plan, max_shard_size) if known and plan else None
 
     def add(self, name: str, t: torch.Tensor) -> None:
         if not isinstance(t, torch.Tensor):
@@ -174,6 +288,22 @@ class _ShardWriter:
         if self.dtype is not None and t.is_floating_point():
             t = t.to(self.dtype)
         t = t.contiguous()
+        if self.streaming is not None:
+            if self.streaming.expects(name, t):
+                self.streaming.write(t)
+                self.total += t.nbytes
+                return
+            self._stop_streaming()
+        self._buffer(name, t)
+
+    def _stop_streaming(self) -> None:
+        """The tensors no longer follow the plan: what was streamed goes through the buffers instead."""
+        streaming, self.streaming = self.streaming, None
+        for name, t in streaming.written():
+            self.total -= t.nbytes
+            self._buffer(name, t)
+
+    def _buffer(self, name: str, t: torch.Tensor) -> None:
         # safetensors refuses tensors sharing storage (views, tied weights): give each its own copy.
         if t.untyped_storage().nbytes() != t.nbytes or any(
             b.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for b in self.buf.values()
@@ -196,6 +326,11 @@ class _ShardWriter:
         self.buf_bytes = 0
 
     def finish(self) -> None:
+        if self.streaming is not None:
+            if self.streaming.complete():
+                self.shards = [(path, [p.name for p in shard]) for path, shard in zip(self.streaming.paths, self.streaming.shards)]
+            else:
+                self._stop_streaming()
         self.flush()
         if not self.shards:
             raise ModelError("the model to save has no tensors")
@@ -262,6 +397,7 @@ def save_hf_model(
     copy_files: Iterable[Path] = (),
     skip_if: Callable[[Path], bool] | None = None,
     on_wait: Callable[[], None] | None = None,
+    plan: list[PlannedTensor] | None = None,
 ) -> SaveOutcome:
     """Write a loadable HF model folder at `out_dir` atomically.
 
@@ -276,6 +412,10 @@ def save_hf_model(
     left there, then asks `skip_if(out)` whether the output is already what it would write (e.g. a
     concurrent run just wrote it), and only then consumes `tensors`. `on_wait` is called once if
     another writer holds the lock.
+
+    `plan` (the tensors' names, shapes and saved dtypes, in order, when known before computing) lets
+    each tensor go to disk as it arrives instead of being buffered with its shard; tensors that do not
+    follow it are saved all the same, buffered.
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
@@ -301,6 +441,7 @@ def save_hf_model(
                 model_card=model_card,
                 extra_files=extra_files,
                 copy_files=copy_files,
+                plan=plan,
             )
             _make_durable(tmp)
         except BaseException:
@@ -344,8 +485,9 @@ def _write_folder(
     model_card: str | None,
     extra_files: Mapping[str, str] | None,
     copy_files: Iterable[Path],
+    plan: list[PlannedTensor] | None = None,
 ) -> None:
-    writer = _ShardWriter(tmp, dtype, limit)
+    writer = _ShardWriter(tmp, dtype, limit, plan)
     first_float: torch.dtype | None = None
     for name, t in tensors:
         writer.add(name, t)

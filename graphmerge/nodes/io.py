@@ -16,7 +16,7 @@ from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
 from graphmerge.io.folder import ModelFolder
 from graphmerge.io.remote_code import FLAG, code_files
-from graphmerge.io.save import check_output_folder, parse_size, save_hf_model
+from graphmerge.io.save import PlannedTensor, check_output_folder, parse_size, save_hf_model
 from graphmerge.lazy import torch
 from graphmerge.nodes.card import component_versions, model_card, resolved_graph_yaml
 from graphmerge.nodes.merge import MERGE_NODE_OF
@@ -199,6 +199,21 @@ def save_check(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     return {"path": str(out), "model_key": model.key, "written": False}
 
 
+_FLOATING = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+
+
+def _save_plan(model: Model, dtype: str | None) -> list[PlannedTensor] | None:
+    """The saved tensors' names, shapes and dtypes as planned (None when a task does not say), so
+    that `save` writes each tensor as it arrives."""
+    plan = []
+    for name, task in model.tensors.items():
+        if task.shape is None or task.dtype is None:
+            return None
+        saved = dtype if dtype and task.dtype in _FLOATING else task.dtype
+        plan.append(PlannedTensor(name, tuple(task.shape), saved))
+    return plan
+
+
 @node("save", version="1", params=SaveParams, inputs=["input"], effectful=True, check=save_check)
 def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     """Write an HF model folder that plain transformers loads."""
@@ -209,6 +224,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     stamp = digest(model.key, params.dtype, params.max_shard_size, *([_tokenizer_key(code)] if code else []))
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
+    plan = _save_plan(model, params.dtype)
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
         done = 0
@@ -258,6 +274,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
             copy_files=code,
             skip_if=lambda path: not ctx.cache.force and _up_to_date(path, stamp),
             on_wait=lambda: ctx.log(f"save: waiting for another run writing {out}"),
+            plan=plan,
         )
     except GraphmergeError:
         raise
