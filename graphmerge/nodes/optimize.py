@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from graphmerge.errors import GraphmergeError, SpecError
 from graphmerge.executor import RunContext, run_nodes
+from graphmerge.extras import missing_modules
 from graphmerge.nodes.evaluate import EvaluationOptions
 from graphmerge.nodes.optimize_outputs import Recipe, score_models
 from graphmerge.params import NodeParams
@@ -41,8 +43,8 @@ class EvaluationSettings(EvaluationOptions):
 
 
 class OptimizeParams(NodeParams):
-    strategy: Literal["lfs", "lfs_mo", "dis", "prune"] | None = Field(
-        None, description="a built-in search space + trial template (or give space: and trial:)"
+    strategy: str | None = Field(
+        None, description="a registered search strategy: space + trial template (or give space: and trial:)"
     )
     models: list[str] = Field(min_length=1, description="model nodes the trials merge (and may reference)")
     base: str | None = Field(None, description="base model node")
@@ -66,6 +68,19 @@ class OptimizeParams(NodeParams):
     out: Path | None = Field(
         None, description="folder for trials, report, recipe (default: out/NODE next to the graph)"
     )
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str | None) -> str | None:
+        # Without the [search] extra the strategies cannot load; `validate` names the missing extra instead.
+        if name is not None and not missing_modules("search"):
+            from graphmerge.strategies import STRATEGIES
+
+            try:
+                STRATEGIES.get(name)
+            except SpecError as exc:  # a pydantic error, so the message names the line of `strategy:`
+                raise PydanticCustomError("unknown_strategy", f"{exc.what} ({exc.fix})") from None
+        return name
 
     @model_validator(mode="after")
     def _shape(self) -> OptimizeParams:
