@@ -133,7 +133,7 @@ def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, stra
 
 
 def filtered(values: Mapping[str, Any], filters: Mapping[str, str]) -> Any:
-    """A merge parameter value: scalar if there is one parameter set, else the contract's filter list
+    """A merge parameter value: scalar if there is one parameter set, else the `merge` node's filter list
     (named sets first, in order, then the unfiltered default entry)."""
     if not filters:
         return values[DEFAULT_SET]
