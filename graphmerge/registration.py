@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -52,10 +53,15 @@ def load_group(group: str, builtin: str) -> None:
             ) from exc
 
 
-def origin_of(fn: Callable[..., object]) -> str:
-    """What makes two registrations of one name the same: the function's qualified name, so a module
-    imported twice (a plugin file loaded by path and by name) registers once without complaint."""
-    return getattr(fn, "__qualname__", repr(fn))
+def origin_of(*defined_by: object) -> str:
+    """What makes two registrations of one name the same: the qualified names of what defines the entry,
+    so a module imported twice (a plugin file loaded by path and by name) registers once."""
+    return "/".join(getattr(obj, "__qualname__", repr(obj)) for obj in defined_by)
+
+
+def _place(obj: object) -> str:
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    return getattr(module, "__file__", None) or getattr(obj, "__module__", "?")
 
 
 @dataclass
@@ -69,15 +75,21 @@ class Registry(Generic[T]):
     error: type[GraphmergeError] = GraphmergeError
     fix: str = ""
     _entries: dict[str, T] = field(default_factory=dict, repr=False)
-    _origins: dict[str, str] = field(default_factory=dict, repr=False)
+    _origins: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
-    def add(self, name: str, entry: T, origin: str) -> T:
-        """Register `entry` under `name`; a second, different registration of the name is an error."""
+    def add(self, name: str, entry: T, *defined_by: object) -> T:
+        """Register `entry` under `name`, defined by `defined_by` (its function, or its settings and
+        function); a second, different registration of the name is an error naming both places."""
+        origin = origin_of(*defined_by)
+        place = f"{origin} in {_place(defined_by[0])}"
         known = self._origins.get(name)
-        if known is not None and known != origin:
-            raise ValueError(f"{self.kind} {name!r} is registered twice ({known} and {origin})")
+        if known is not None and known[0] != origin:
+            raise GraphmergeError(
+                f"{self.kind} {name!r} is registered twice: {known[1]}, and {place}",
+                fix="give one of them another name",
+            )
         self._entries[name] = entry
-        self._origins[name] = origin
+        self._origins[name] = (origin, place)
         return entry
 
     def remove(self, name: str) -> None:

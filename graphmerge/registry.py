@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from graphmerge.errors import GraphmergeError
-from graphmerge.registration import Registry, origin_of
+from graphmerge.registration import Registry
 from graphmerge.tensor_ops import TensorFn, TensorOp, get_tensor_op, tensor_op
 
 __all__ = [
@@ -122,7 +122,7 @@ def node(
             extras=tuple(extras),
             check=check,
         )
-        NODE_TYPES.add(name, entry, origin_of(fn))
+        NODE_TYPES.add(name, entry, fn)
         return fn
 
     return register

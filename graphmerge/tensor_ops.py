@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from graphmerge.registration import Registry, origin_of
+from graphmerge.registration import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,7 @@ def tensor_op(name: str, *, version: str, cached: bool = True) -> Callable[[Tens
     """Register `fn` as tensor op `name`; the function itself is returned unchanged."""
 
     def register(fn: TensorFn) -> TensorFn:
-        TENSOR_OPS.add(name, TensorOp(name=name, version=version, fn=fn, cached=cached), origin_of(fn))
+        TENSOR_OPS.add(name, TensorOp(name=name, version=version, fn=fn, cached=cached), fn)
         return fn
 
     return register

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graphmerge.errors import MergeError
-from graphmerge.registration import Registry, origin_of
+from graphmerge.registration import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +101,7 @@ def merge_method(
             doc=(fn.__doc__ or "").strip().split("\n")[0],
             statistics=statistics,
         )
-        METHODS.add(name, entry, origin_of(fn))
+        METHODS.add(name, entry, fn)
         return fn
 
     return register

@@ -10,12 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, model_validator
 
 from graphmerge.errors import GraphmergeError, SpecError
 from graphmerge.executor import RunContext, run_nodes
-from graphmerge.extras import missing_modules
 from graphmerge.nodes.evaluate import EvaluationOptions
 from graphmerge.nodes.optimize_outputs import Recipe, score_models
 from graphmerge.params import NodeParams
@@ -68,19 +66,6 @@ class OptimizeParams(NodeParams):
     out: Path | None = Field(
         None, description="folder for trials, report, recipe (default: out/NODE next to the graph)"
     )
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, name: str | None) -> str | None:
-        # Without the [search] extra the strategies cannot load; `validate` names the missing extra instead.
-        if name is not None and not missing_modules("search"):
-            from graphmerge.strategies import STRATEGIES
-
-            try:
-                STRATEGIES.get(name)
-            except SpecError as exc:  # a pydantic error, so the message names the line of `strategy:`
-                raise PydanticCustomError("unknown_strategy", f"{exc.what} ({exc.fix})") from None
-        return name
 
     @model_validator(mode="after")
     def _shape(self) -> OptimizeParams:

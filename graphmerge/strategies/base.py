@@ -20,7 +20,7 @@ from ConfigSpace import ConfigurationSpace
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphmerge.errors import SpecError
-from graphmerge.registration import Registry, origin_of
+from graphmerge.registration import Registry
 from graphmerge.search.space import validate_config
 
 # Parameter names of the built-in merge methods as the strategies emit them (mergekit conventions).
@@ -120,7 +120,7 @@ def strategy(
             is_feasible=is_feasible,
             doc=doc if doc is not None else module_doc or "",
         )
-        STRATEGIES.add(name, entry, f"{origin_of(settings)}/{origin_of(trial_nodes)}")
+        STRATEGIES.add(name, entry, trial_nodes, settings)
         return trial_nodes
 
     return register
