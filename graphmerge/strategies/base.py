@@ -110,16 +110,11 @@ def strategy(
     its settings model and space. `doc` defaults to the docstring of the module that defines it."""
 
     def register(trial_nodes: TrialNodes) -> TrialNodes:
-        module_doc = getattr(sys.modules.get(trial_nodes.__module__), "__doc__", None)
-        entry = Strategy(
-            name=name,
-            settings_type=settings,
-            build_space=build_space,
-            trial_nodes=trial_nodes,
-            initial_configs=initial_configs,
-            is_feasible=is_feasible,
-            doc=doc if doc is not None else module_doc or "",
-        )
+        if doc is None:
+            text = getattr(sys.modules.get(trial_nodes.__module__), "__doc__", None) or ""
+        else:
+            text = doc
+        entry = Strategy(name, settings, build_space, trial_nodes, initial_configs, is_feasible, text)
         STRATEGIES.add(name, entry, trial_nodes, settings)
         return trial_nodes
 
