@@ -155,32 +155,7 @@ def test_a_failing_entry_point_is_one_error_naming_it(tmp_path, monkeypatch):
     assert sys.modules["catalogue_ok"].LOADED  # the catalogue itself came by import: no entry point for it
 
 
-STRATEGY_PLUGIN = '''
-"""halfway: one weight between two models, a whole search strategy in one file."""
-
-from ConfigSpace import ConfigurationSpace, Float
-
-from graphmerge.strategies import StrategySettings, strategy
-
-
-class HalfwaySettings(StrategySettings):
-    pass
-
-
-def build_space(settings, model_info):
-    return ConfigurationSpace(seed=0, space={"w": Float("w", (0.0, 1.0), default=0.5)})
-
-
-def initial_configs(settings, model_info):
-    return [{"w": 0.25}]
-
-
-@strategy("halfway", settings=HalfwaySettings, build_space=build_space, initial_configs=initial_configs)
-def trial_nodes(config, settings, model_info):
-    a, b = settings.models
-    weights = {a: {"weight": config["w"]}, b: {"weight": 1 - config["w"]}}
-    return {"model": {"op": "merge", "method": "linear", "models": weights}}
-'''
+STRATEGY_PLUGIN = (REPO / "examples" / "halfway_strategy.py").read_text()
 
 
 def _search_graph(folder: Path) -> Path:
