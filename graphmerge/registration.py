@@ -25,7 +25,7 @@ from graphmerge.errors import GraphmergeError
 
 T = TypeVar("T")
 
-# group -> how it was loaded ("entry point" | "fallback import"): what tests and `nodes --debug` read.
+# group -> how it was loaded ("entry point" | "fallback import"), for the tests and for debugging.
 LOADED_GROUPS: dict[str, str] = {}
 
 

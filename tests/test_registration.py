@@ -206,3 +206,20 @@ def test_a_new_strategy_is_one_file_loaded_by_plugin_or_entry_point(tmp_path, ca
         timeout=300,
     )
     assert by_entry_point.returncode == 0, by_entry_point.stderr
+
+
+def test_strategies_load_only_when_a_search_looks_one_up(tmp_path):
+    """`viz` of a search graph validates its parameters but loads no strategy (nor ConfigSpace)."""
+    graph = _search_graph(tmp_path)
+    probe = (
+        "import json, sys\n"
+        "from graphmerge.cli import main\n"
+        f"code = main(['viz', {str(graph)!r}, '--format', 'dot', '-o', {str(tmp_path / 'g.dot')!r}])\n"
+        "loaded = [m for m in sys.modules if m.startswith(('ConfigSpace', 'smac', 'graphmerge.strategies'))]\n"
+        "print(json.dumps([code, loaded]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
