@@ -19,7 +19,6 @@ from graphmerge.errors import GraphmergeError
 from graphmerge.hashing import digest
 from graphmerge.lazy import torch
 from graphmerge.plan import Model, TensorTask
-from graphmerge.registry import get_tensor_op
 from graphmerge.spec import GraphSpec, NodeSpec
 
 
@@ -293,7 +292,7 @@ class TensorExecutor:
         return order, hits
 
     def _compute(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
-        op = get_tensor_op(task.op)
+        op = task.op
         args = [t.to(self.device) if t.device != self.device else t for t in inputs]
         with torch.no_grad():
             value = op.fn(*args, **dict(task.params))

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from graphmerge.hashing import canonical, digest
-from graphmerge.registry import get_tensor_op
+from graphmerge.tensor_ops import TensorOp, get_tensor_op
 
 
 def _freeze(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -25,12 +25,13 @@ def _freeze(params: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class TensorTask:
-    """One tensor computed by a registered tensor op from other tasks' tensors.
+    """One tensor computed by a tensor op from other tasks' tensors. The task holds the op itself,
+    so its key and its execution need no registry.
 
     `identity` replaces `params` in the key when params carry things that are not part of the
     result's identity (the path a source tensor is read from: the bytes' digest identifies it)."""
 
-    op: str
+    op: TensorOp
     params: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[TensorTask, ...] = ()
     identity: Any = None
@@ -39,13 +40,12 @@ class TensorTask:
 
     @cached_property
     def key(self) -> str:
-        op = get_tensor_op(self.op)
         ident = self.identity if self.identity is not None else canonical(self.params)
-        return digest(op.name, op.version, ident, [t.key for t in self.inputs])
+        return digest(self.op.name, self.op.version, ident, [t.key for t in self.inputs])
 
     @property
     def cached(self) -> bool:
-        return get_tensor_op(self.op).cached
+        return self.op.cached
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -54,11 +54,11 @@ class TensorTask:
         return isinstance(other, TensorTask) and other.key == self.key
 
     def __repr__(self) -> str:
-        return f"TensorTask({self.op}, key={self.key[:10]})"
+        return f"TensorTask({self.op.name}, key={self.key[:10]})"
 
 
 def make_task(
-    op: str,
+    op: str | TensorOp,
     inputs: Iterable[TensorTask] = (),
     *,
     identity: Any = None,
@@ -66,8 +66,14 @@ def make_task(
     dtype: str | None = None,
     **params: Any,
 ) -> TensorTask:
+    """A task of `op` (a TensorOp, or the name of a registered one) on `inputs` with `params`."""
     return TensorTask(
-        op=op, params=_freeze(params), inputs=tuple(inputs), identity=identity, shape=shape, dtype=dtype
+        op=get_tensor_op(op) if isinstance(op, str) else op,
+        params=_freeze(params),
+        inputs=tuple(inputs),
+        identity=identity,
+        shape=shape,
+        dtype=dtype,
     )
 
 
@@ -115,15 +121,19 @@ class Model:
         changes.setdefault("recipe", None)
         return replace(self, tensors=tensors, **changes)
 
-    def map_tensors(self, op: str, *, names: Callable[[str], bool] | None = None, **params: Any) -> Model:
+    def map_tensors(
+        self, op: str | TensorOp, *, names: Callable[[str], bool] | None = None, **params: Any
+    ) -> Model:
         """Apply a one-input tensor op to every tensor (or those `names` selects)."""
+        if isinstance(op, str):
+            op = get_tensor_op(op)
         out = {
             n: (
                 make_task(op, [t], shape=t.shape, dtype=t.dtype, **params) if names is None or names(n) else t
             )
             for n, t in self.tensors.items()
         }
-        return self.with_tensors(out, provenance=(*self.provenance, op))
+        return self.with_tensors(out, provenance=(*self.provenance, op.name))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)

@@ -1,42 +1,38 @@
-"""Registries of node types and tensor ops, filled by decorators.
+"""Registry of node types, filled by the `graphmerge.node` decorator (graphmerge/registration.py).
 
-Built-ins are registered by importing `graphmerge.nodes.builtin` (one explicit list); plugins come
-from the `graphmerge.nodes` entry-point group or from `--plugin FILE_OR_MODULE`.
+Built-ins and plugins both come from the `graphmerge.nodes` entry-point group (built-ins: the
+`graphmerge.nodes.builtin` catalogue); plugins also from `--plugin FILE_OR_MODULE`. Tensor ops live
+one layer down, in graphmerge/tensor_ops.py, and are re-exported here for plugins written against it.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from graphmerge.errors import GraphmergeError
+from graphmerge.registration import Registry
+from graphmerge.tensor_ops import TensorFn, TensorOp, get_tensor_op, tensor_op
 
-if TYPE_CHECKING:
-    import torch
-
-TensorFn = Callable[..., "torch.Tensor"]
-
-
-@dataclass(frozen=True)
-class TensorOp:
-    """A per-tensor computation: `fn(*input_tensors, **params) -> tensor`.
-
-    `version` enters every cache key the op produces: bump it when the numbers change.
-    `cached=False` ops (reads of source files, cheap views) are recomputed instead of stored."""
-
-    name: str
-    version: str
-    fn: TensorFn = field(compare=False)
-    cached: bool = True
+__all__ = [
+    "NodeType",
+    "TensorFn",
+    "TensorOp",
+    "all_node_types",
+    "get_node_type",
+    "get_tensor_op",
+    "load_plugin",
+    "node",
+    "suggest_node_type",
+    "tensor_op",
+]
 
 
 @dataclass(frozen=True)
@@ -70,20 +66,9 @@ class NodeType:
     check: Callable[..., Any] | None = field(default=None, compare=False)
 
 
-_NODE_TYPES: dict[str, NodeType] = {}
-_TENSOR_OPS: dict[str, TensorOp] = {}
-_LOADED = False
-
-
-def tensor_op(name: str, *, version: str, cached: bool = True) -> Callable[[TensorFn], TensorFn]:
-    def register(fn: TensorFn) -> TensorFn:
-        existing = _TENSOR_OPS.get(name)
-        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
-            raise ValueError(f"tensor op {name!r} is registered twice")
-        _TENSOR_OPS[name] = TensorOp(name=name, version=version, fn=fn, cached=cached)
-        return fn
-
-    return register
+NODE_TYPES: Registry[NodeType] = Registry(
+    "node type", group="graphmerge.nodes", builtin="graphmerge.nodes.builtin", fix="run `graphmerge nodes`"
+)
 
 
 def _fields_as_inputs(field_names: Sequence[str]) -> Callable[[Any], list[str]]:
@@ -123,10 +108,7 @@ def node(
     inputs_of = inputs if callable(inputs) else _fields_as_inputs(tuple(inputs))
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        existing = _NODE_TYPES.get(name)
-        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
-            raise ValueError(f"node type {name!r} is registered twice")
-        _NODE_TYPES[name] = NodeType(
+        entry = NodeType(
             name=name,
             version=version,
             fn=fn,
@@ -140,24 +122,15 @@ def node(
             extras=tuple(extras),
             check=check,
         )
+        NODE_TYPES.add(name, entry, fn)
         return fn
 
     return register
 
 
-def _ensure_loaded() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    importlib.import_module("graphmerge.nodes.builtin")
-    for ep in entry_points(group="graphmerge.nodes"):
-        ep.load()
-
-
 def load_plugin(spec: str) -> None:
     """Import a plugin given as a path to a .py file or a module name; its decorators register."""
-    _ensure_loaded()
+    NODE_TYPES.load()
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -188,26 +161,12 @@ def load_plugin(spec: str) -> None:
 
 
 def get_node_type(name: str) -> NodeType | None:
-    _ensure_loaded()
-    return _NODE_TYPES.get(name)
+    return NODE_TYPES.find(name)
 
 
 def suggest_node_type(name: str) -> str | None:
-    _ensure_loaded()
-    close = difflib.get_close_matches(name, _NODE_TYPES, n=1)
-    return close[0] if close else None
+    return NODE_TYPES.suggest(name)
 
 
 def all_node_types() -> dict[str, NodeType]:
-    _ensure_loaded()
-    return dict(sorted(_NODE_TYPES.items()))
-
-
-def get_tensor_op(name: str) -> TensorOp:
-    _ensure_loaded()
-    try:
-        return _TENSOR_OPS[name]
-    except KeyError:
-        raise GraphmergeError(
-            f"unknown tensor op {name!r}", fix="register it with @graphmerge.tensor_op"
-        ) from None
+    return NODE_TYPES.all()

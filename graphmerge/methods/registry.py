@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graphmerge.errors import MergeError
+from graphmerge.registration import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +62,9 @@ class MergeMethod:
     statistics: str | None = None
 
 
-_METHODS: dict[str, MergeMethod] = {}
-_ENTRY_POINTS_LOADED = False
+METHODS: Registry[MergeMethod] = Registry(
+    "merge method", group="graphmerge.methods", builtin="graphmerge.methods.builtin", error=MergeError
+)
 
 
 def merge_method(
@@ -87,9 +88,7 @@ def merge_method(
         raise ValueError(f"statistics must be gram|fisher|None, not {statistics!r}")
 
     def register(fn: MergeFunction) -> MergeFunction:
-        if name in _METHODS and _METHODS[name].fn.__qualname__ != fn.__qualname__:
-            raise ValueError(f"merge method {name!r} is registered twice")
-        _METHODS[name] = MergeMethod(
+        entry = MergeMethod(
             name=name,
             version=version,
             fn=fn,
@@ -102,34 +101,15 @@ def merge_method(
             doc=(fn.__doc__ or "").strip().split("\n")[0],
             statistics=statistics,
         )
+        METHODS.add(name, entry, fn)
         return fn
 
     return register
 
 
-def _load_builtin_and_plugins() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    import graphmerge.methods.builtin  # noqa: F401  (registers the built-in methods)
-
-    for ep in entry_points(group="graphmerge.methods"):
-        ep.load()
-
-
 def get_method(name: str) -> MergeMethod:
-    _load_builtin_and_plugins()
-    try:
-        return _METHODS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _METHODS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known methods: {', '.join(sorted(_METHODS))}"
-        raise MergeError(f"unknown merge method {name!r}", fix=hint) from None
+    return METHODS.get(name)
 
 
 def all_methods() -> dict[str, MergeMethod]:
-    _load_builtin_and_plugins()
-    return dict(sorted(_METHODS.items()))
+    return METHODS.all()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -41,8 +41,8 @@ class EvaluationSettings(EvaluationOptions):
 
 
 class OptimizeParams(NodeParams):
-    strategy: Literal["lfs", "lfs_mo", "dis", "prune"] | None = Field(
-        None, description="a built-in search space + trial template (or give space: and trial:)"
+    strategy: str | None = Field(
+        None, description="a registered search strategy: space + trial template (or give space: and trial:)"
     )
     models: list[str] = Field(min_length=1, description="model nodes the trials merge (and may reference)")
     base: str | None = Field(None, description="base model node")

@@ -46,10 +46,6 @@ class TrialOutcome:
     extra: Mapping[str, Any] = field(default_factory=dict)
     infeasible: bool = False
 
-    @classmethod
-    def infeasible_outcome(cls, reason: str = "infeasible") -> TrialOutcome:
-        return cls(scores={}, extra={"reason": reason}, infeasible=True)
-
 
 def resolve_scores(outcome: TrialOutcome, objectives: Sequence[Objective]) -> dict[str, float]:
     """Scores for every objective: worst ones for infeasible trials; non-finite scores count as worst too

@@ -1,27 +1,21 @@
-"""Search strategies: settings + model info -> ConfigSpace; config -> trial subgraph (YAML node dicts)."""
+"""Search strategies: settings + model info -> ConfigSpace; config -> trial subgraph (YAML node dicts).
+
+Strategies register with `@strategy` (graphmerge/strategies/base.py) and load lazily from the
+`graphmerge.strategies` entry-point group; `STRATEGIES` is that registry, not a fixed list.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from graphmerge.errors import SpecError
 from graphmerge.search.validation import parse_model
 
-from . import dis, lfs, lfs_mo, prune
-from .base import FINAL_NODE, ModelInfo, Strategy, StrategySettings
-
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (lfs.STRATEGY, lfs_mo.STRATEGY, dis.STRATEGY, prune.STRATEGY)
-}
+from .base import FINAL_NODE, STRATEGIES, ModelInfo, Strategy, StrategySettings, strategy
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise SpecError(
-            f"unknown strategy {name!r}", where="optimize.strategy", fix=f"use one of {sorted(STRATEGIES)}"
-        )
-    return STRATEGIES[name]
+    return STRATEGIES.get(name, where="optimize.strategy")
 
 
 def parse_settings(name: str, data: Mapping[str, Any], *, where: str = "optimize") -> StrategySettings:
@@ -37,4 +31,5 @@ __all__ = [
     "StrategySettings",
     "get_strategy",
     "parse_settings",
+    "strategy",
 ]

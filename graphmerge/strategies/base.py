@@ -1,12 +1,17 @@
-"""Shared pieces of the search strategies: model info, the strategy interface, config validation.
+"""Shared pieces of the search strategies: model info, the strategy interface and its registry, config
+validation.
 
-A strategy turns a flat config (parameter name -> value) into a trial subgraph: node dicts in the YAML shapes
-of docs/CONTRACT.md whose final model node is named `model`. Node references inside the subgraph point either
-to other trial nodes or to the outer graph's model nodes, named exactly as in `settings.models` / `base`.
+A strategy turns a flat config (parameter name -> value) into a trial subgraph: node dicts in the graph file's
+YAML shapes (README, "Graph files"), whose final model node is named `model`. Node references inside the
+subgraph point either to other trial nodes or to the outer graph's model nodes, named exactly as in
+`settings.models` / `base`. A strategy is one module: its settings model, its functions and one `@strategy`
+on `trial_nodes` (built-ins: graphmerge/strategies/builtin.py; plugins: the `graphmerge.strategies`
+entry-point group or `--plugin`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +20,7 @@ from ConfigSpace import ConfigurationSpace
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphmerge.errors import SpecError
+from graphmerge.registration import Registry
 from graphmerge.search.space import validate_config
 
 # Parameter names of the built-in merge methods as the strategies emit them (mergekit conventions).
@@ -69,7 +75,7 @@ class StrategySettings(BaseModel):
 
 @dataclass(frozen=True)
 class Strategy:
-    """The interface the optimize node uses; every strategy module exports one as `STRATEGY`."""
+    """The interface the optimize node uses; a strategy module registers one with `@strategy`."""
 
     name: str
     settings_type: type[StrategySettings]
@@ -84,6 +90,37 @@ def always_feasible(config: Mapping[str, Any], settings: Any, model_info: ModelI
     return True
 
 
+STRATEGIES: Registry[Strategy] = Registry(
+    "strategy", group="graphmerge.strategies", builtin="graphmerge.strategies.builtin", error=SpecError
+)
+
+TrialNodes = Callable[[Mapping[str, Any], Any, ModelInfo], dict[str, dict[str, Any]]]
+
+
+def strategy(
+    name: str,
+    *,
+    settings: type[StrategySettings],
+    build_space: Callable[[Any, ModelInfo], ConfigurationSpace],
+    initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]],
+    is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool] = always_feasible,
+    doc: str | None = None,
+) -> Callable[[TrialNodes], TrialNodes]:
+    """Register the decorated `trial_nodes(config, settings, model_info)` as search strategy `name`, with
+    its settings model and space. `doc` defaults to the docstring of the module that defines it."""
+
+    def register(trial_nodes: TrialNodes) -> TrialNodes:
+        if doc is None:
+            text = getattr(sys.modules.get(trial_nodes.__module__), "__doc__", None) or ""
+        else:
+            text = doc
+        entry = Strategy(name, settings, build_space, trial_nodes, initial_configs, is_feasible, text)
+        STRATEGIES.add(name, entry, trial_nodes, settings)
+        return trial_nodes
+
+    return register
+
+
 def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, strategy: str) -> dict[str, Any]:
     """The fixed-config path: any explicit config (from a file or SMAC) is validated against the space, so a
     typo in a hand-written config is an error naming the key instead of a silently default-filled trial."""
@@ -91,7 +128,7 @@ def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, stra
 
 
 def filtered(values: Mapping[str, Any], filters: Mapping[str, str]) -> Any:
-    """A merge parameter value: scalar if there is one parameter set, else the contract's filter list
+    """A merge parameter value: scalar if there is one parameter set, else the `merge` node's filter list
     (named sets first, in order, then the unfiltered default entry)."""
     if not filters:
         return values[DEFAULT_SET]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from ConfigSpace import AndConjunction, Categorical, ConfigurationSpace, EqualsCondition, Float, OrConjunction
 from pydantic import Field, model_validator
 
-from .base import FINAL_NODE, ModelInfo, Strategy, StrategySettings, checked_config
+from .base import FINAL_NODE, ModelInfo, StrategySettings, checked_config, strategy
 
 # A categorical over n! orders stops being searchable long before this; it also bounds the space size.
 MAX_MODELS = 5
@@ -152,6 +152,13 @@ def is_feasible(config: Mapping[str, Any], settings: DisSettings, model_info: Mo
     return d >= 1 and (settings.max_layers is None or d <= settings.max_layers)
 
 
+@strategy(
+    "dis",
+    settings=DisSettings,
+    build_space=build_space,
+    initial_configs=initial_configs,
+    is_feasible=is_feasible,
+)
 def trial_nodes(
     config: Mapping[str, Any], settings: DisSettings, model_info: ModelInfo
 ) -> dict[str, dict[str, Any]]:
@@ -163,14 +170,3 @@ def trial_nodes(
             "slices": slices(cfg, settings, model_info),
         }
     }
-
-
-STRATEGY = Strategy(
-    name="dis",
-    settings_type=DisSettings,
-    build_space=build_space,
-    trial_nodes=trial_nodes,
-    initial_configs=initial_configs,
-    is_feasible=is_feasible,
-    doc=__doc__ or "",
-)

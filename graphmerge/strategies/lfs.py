@@ -39,11 +39,10 @@ from .base import (
     SLERP_T,
     WEIGHT,
     ModelInfo,
-    Strategy,
     StrategySettings,
-    always_feasible,
     checked_config,
     filtered,
+    strategy,
 )
 
 Method = Literal[
@@ -173,7 +172,7 @@ def _values(cfg: Mapping[str, Any], g: int, settings: LfsSettings, suffix: str) 
 
 
 def merge_spec(cfg: Mapping[str, Any], g: int, settings: LfsSettings) -> dict[str, Any]:
-    """The merge spec of group g (contract `merge` shape, without `op`)."""
+    """The merge spec of group g (the `merge` node's graph-file shape, without `op`)."""
     method = cfg[f"g{g}_method"]
     if method in mc.NEW_METHODS:
         return mc.merge_spec(
@@ -215,6 +214,7 @@ def merge_spec(cfg: Mapping[str, Any], g: int, settings: LfsSettings) -> dict[st
     }
 
 
+@strategy("lfs", settings=LfsSettings, build_space=build_space, initial_configs=initial_configs)
 def trial_nodes(
     config: Mapping[str, Any], settings: LfsSettings, model_info: ModelInfo
 ) -> dict[str, dict[str, Any]]:
@@ -240,14 +240,3 @@ def trial_nodes(
     used = {cfg[f"g{g}_method"] for g in range(len(slices))}
     nodes.update(mc.statistics_nodes(used, settings.models, settings.calibration))
     return nodes
-
-
-STRATEGY = Strategy(
-    name="lfs",
-    settings_type=LfsSettings,
-    build_space=build_space,
-    trial_nodes=trial_nodes,
-    initial_configs=initial_configs,
-    is_feasible=always_feasible,
-    doc=__doc__ or "",
-)

@@ -6,11 +6,12 @@ objectives, Pareto set instead of one incumbent). auto-merge-llm's `lfs_multiobj
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from .lfs import STRATEGY as _LFS
+from .base import strategy
 from .lfs import LfsSettings as LfsMoSettings
+from .lfs import build_space, initial_configs, trial_nodes
 
-STRATEGY = replace(_LFS, name="lfs_mo", doc=__doc__ or "")
+strategy(
+    "lfs_mo", settings=LfsMoSettings, build_space=build_space, initial_configs=initial_configs, doc=__doc__
+)(trial_nodes)
 
-__all__ = ["STRATEGY", "LfsMoSettings"]
+__all__ = ["LfsMoSettings"]

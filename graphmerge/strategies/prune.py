@@ -31,10 +31,9 @@ from .base import (
     LAMBDA,
     WEIGHT,
     ModelInfo,
-    Strategy,
     StrategySettings,
-    always_feasible,
     checked_config,
+    strategy,
 )
 
 
@@ -143,6 +142,7 @@ def initial_configs(settings: PruneSettings, model_info: ModelInfo) -> list[dict
     return out
 
 
+@strategy("prune", settings=PruneSettings, build_space=build_space, initial_configs=initial_configs)
 def trial_nodes(
     config: Mapping[str, Any], settings: PruneSettings, model_info: ModelInfo
 ) -> dict[str, dict[str, Any]]:
@@ -182,14 +182,3 @@ def trial_nodes(
     else:
         nodes[FINAL_NODE] = nodes.pop("replaced")
     return nodes
-
-
-STRATEGY = Strategy(
-    name="prune",
-    settings_type=PruneSettings,
-    build_space=build_space,
-    trial_nodes=trial_nodes,
-    initial_configs=initial_configs,
-    is_feasible=always_feasible,
-    doc=__doc__ or "",
-)
