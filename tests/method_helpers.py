@@ -28,7 +28,11 @@ def resolved(
     """The method and its parameters for one tensor; model i is named `i` in errors ("of model 0")."""
     method = get_method(name)
     per_model, global_params = tensor_params(
-        method, {str(i): p for i, p in enumerate(model_params)}, params or {}, tensor=tensor, position=position
+        method,
+        {str(i): p for i, p in enumerate(model_params)},
+        params or {},
+        tensor=tensor,
+        position=position,
     )
     return method, per_model, global_params
 

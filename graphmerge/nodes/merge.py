@@ -62,6 +62,8 @@ class MergeParams(NodeParams):
     def _known_params(self) -> MergeParams:
         method = get_method(self.method)
         for ref, values in self.models.items():
+            if ref == self.base:
+                continue  # checked below: at most the `weight` a method's base_weight stands for
             for key in values or {}:
                 if key not in method.model_params:
                     known = ", ".join(method.model_params) or "none"
