@@ -190,7 +190,7 @@ def test_filters_and_gradients_are_resolved_before_the_method_sees_them():
 
 def test_variants_are_keyword_only_and_declare_their_defaults_once():
     with pytest.raises(TypeError):
-        Variant("x", Sparsify.NONE, "none", False, False, "doc")  # type: ignore[misc]
+        Variant("x", Sparsify.NONE, "doc")  # type: ignore[misc]
     for v in VARIANTS:
         m = get_method(v.name)
         assert m.global_params["normalize"].default == v.normalize

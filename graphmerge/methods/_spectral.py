@@ -49,14 +49,14 @@ def polar(a: torch.Tensor) -> torch.Tensor:
 
 
 def task_vector_method(
-    name: str, *, version: str, params: type[SpectralParams], doc: str
+    name: str, *, version: str, params: type[SpectralParams] = SpectralParams
 ) -> Callable[[TaskVectorMerge], TaskVectorMerge]:
     """Register `merge(task_vectors, params) -> merged task vector` as the merge method `name`
     computing base + lambda * merged (every subspace method has this outer shape)."""
 
     def register(merge: TaskVectorMerge) -> TaskVectorMerge:
         merge_method(name, version=version, params=params, base="required")(
-            named(name, doc, _base_plus_lambda, name, merge)
+            named(name, merge.__doc__ or "", _base_plus_lambda, name, merge)
         )
         return merge
 

@@ -61,21 +61,13 @@ class IsoCTSParams(SpectralParams):
     common_fraction: float = param(0.8, ge=0.0, le=1.0, doc="share of the rank given to the common subspace")
 
 
-@task_vector_method(
-    "iso_c",
-    version="1",
-    params=SpectralParams,
-    doc="Iso-C: the summed task vector with a flat (isotropic) spectrum.",
-)
+@task_vector_method("iso_c", version="1")
 def iso_c(deltas: list[torch.Tensor], params: SpectralParams) -> torch.Tensor:
+    """Iso-C: the summed task vector with a flat (isotropic) spectrum."""
     return iso_c_task_vector(deltas)
 
 
-@task_vector_method(
-    "iso_cts",
-    version="2",
-    params=IsoCTSParams,
-    doc="Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces.",
-)
+@task_vector_method("iso_cts", version="2", params=IsoCTSParams)
 def iso_cts(deltas: list[torch.Tensor], params: IsoCTSParams) -> torch.Tensor:
+    """Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces."""
     return iso_cts_task_vector(deltas, params.common_fraction)

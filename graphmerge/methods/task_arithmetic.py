@@ -119,12 +119,14 @@ class Sparsify(Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class Variant:
+    """One method of the family: its drop rule and the defaults it gives the global parameters."""
+
     name: str
     sparsify: Sparsify
-    consensus: Consensus  # default consensus_method
-    normalize: bool  # default `normalize`
-    rescale: bool  # default `rescale`
     doc: str
+    consensus: Consensus = "none"  # default consensus_method
+    normalize: bool = False  # default `normalize`
+    rescale: bool = False  # default `rescale`
 
     def params(self) -> type[TaskArithmeticParams]:
         return with_defaults(
@@ -136,72 +138,26 @@ class Variant:
         )
 
 
+# fmt: off
 VARIANTS = (
-    Variant(
-        name="task_arithmetic",
-        sparsify=Sparsify.NONE,
-        consensus="none",
-        normalize=False,
-        rescale=False,
-        doc="Task arithmetic: base + sum of weighted task vectors.",
-    ),
-    Variant(
-        name="ties",
-        sparsify=Sparsify.MAGNITUDE,
-        consensus="sum",
-        normalize=True,
-        rescale=False,
-        doc="TIES: trim by magnitude, elect sign, disjoint merge.",
-    ),
-    Variant(
-        name="dare_linear",
-        sparsify=Sparsify.RANDOM,
-        consensus="none",
-        normalize=False,
-        rescale=True,
-        doc="DARE: random drop + rescale, then task arithmetic.",
-    ),
-    Variant(
-        name="dare_ties",
-        sparsify=Sparsify.RANDOM,
-        consensus="sum",
-        normalize=False,
-        rescale=True,
-        doc="DARE with TIES sign consensus.",
-    ),
-    Variant(
-        name="breadcrumbs",
-        sparsify=Sparsify.OUTLIERS,
-        consensus="none",
-        normalize=False,
-        rescale=False,
-        doc="Model breadcrumbs: drop small and outlier deltas.",
-    ),
-    Variant(
-        name="breadcrumbs_ties",
-        sparsify=Sparsify.OUTLIERS,
-        consensus="sum",
-        normalize=False,
-        rescale=False,
-        doc="Model breadcrumbs with TIES sign consensus.",
-    ),
-    Variant(
-        name="della",
-        sparsify=Sparsify.DELLA,
-        consensus="sum",
-        normalize=True,
-        rescale=True,
-        doc="DELLA: magnitude-ranked random drop with TIES consensus.",
-    ),
-    Variant(
-        name="della_linear",
-        sparsify=Sparsify.DELLA,
-        consensus="none",
-        normalize=False,
-        rescale=True,
-        doc="DELLA drop followed by plain task arithmetic.",
-    ),
+    Variant(name="task_arithmetic", sparsify=Sparsify.NONE,
+            doc="Task arithmetic: base + sum of weighted task vectors."),
+    Variant(name="ties", sparsify=Sparsify.MAGNITUDE, consensus="sum", normalize=True,
+            doc="TIES: trim by magnitude, elect sign, disjoint merge."),
+    Variant(name="dare_linear", sparsify=Sparsify.RANDOM, rescale=True,
+            doc="DARE: random drop + rescale, then task arithmetic."),
+    Variant(name="dare_ties", sparsify=Sparsify.RANDOM, consensus="sum", rescale=True,
+            doc="DARE with TIES sign consensus."),
+    Variant(name="breadcrumbs", sparsify=Sparsify.OUTLIERS,
+            doc="Model breadcrumbs: drop small and outlier deltas."),
+    Variant(name="breadcrumbs_ties", sparsify=Sparsify.OUTLIERS, consensus="sum",
+            doc="Model breadcrumbs with TIES sign consensus."),
+    Variant(name="della", sparsify=Sparsify.DELLA, consensus="sum", normalize=True, rescale=True,
+            doc="DELLA: magnitude-ranked random drop with TIES consensus."),
+    Variant(name="della_linear", sparsify=Sparsify.DELLA, rescale=True,
+            doc="DELLA drop followed by plain task arithmetic."),
 )
+# fmt: on
 
 
 def _sparsify(

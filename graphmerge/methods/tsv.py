@@ -43,11 +43,7 @@ class TSVParams(SpectralParams):
     k: float = param(0.0, ge=0.0, le=1.0, doc="fraction of each task's singular triplets kept (0: 1/T)")
 
 
-@task_vector_method(
-    "tsv_m",
-    version="1",
-    params=TSVParams,
-    doc="TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed.",
-)
+@task_vector_method("tsv_m", version="1", params=TSVParams)
 def tsv_m(deltas: list[torch.Tensor], params: TSVParams) -> torch.Tensor:
+    """TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed."""
     return tsv_task_vector(deltas, params.k)

@@ -57,11 +57,7 @@ class WudiParams(SpectralParams):
     lr: float = param(1e-5, ge=0.0, le=1.0, doc="Adam learning rate")
 
 
-@task_vector_method(
-    "wudi",
-    version="2",
-    params=WudiParams,
-    doc="WUDI: the task vector minimising interference with every task's own directions (Adam).",
-)
+@task_vector_method("wudi", version="2", params=WudiParams)
 def wudi(deltas: list[torch.Tensor], params: WudiParams) -> torch.Tensor:
+    """WUDI: the task vector minimising interference with every task's own directions (Adam)."""
     return wudi_task_vector(deltas, params.steps, params.lr)
