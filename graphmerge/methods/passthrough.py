@@ -18,8 +18,6 @@ class Scale(MethodParams):
 @merge_method("passthrough", version="1", per_model=Scale, base="none", min_models=1, max_models=1)
 def passthrough(x: MergeInputs[Scale, NoParams]) -> torch.Tensor:
     """The single input model's tensor, times `scale`."""
-    require_count("passthrough", len(x.tensors) + (x.base is not None), at_least=1, at_most=1, what="model")
-    t = x.tensors[0] if x.tensors else x.base
-    assert t is not None
-    scale = x.models[0].scale if x.models else 1.0
-    return t.clone() if scale == 1.0 else t * scale
+    require_count("passthrough", len(x.tensors), at_least=1, at_most=1, what="model")
+    scale = x.models[0].scale
+    return x.tensors[0].clone() if scale == 1.0 else x.tensors[0] * scale
