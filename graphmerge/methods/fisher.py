@@ -37,11 +37,15 @@ def fisher_average(
 
 @dataclass(frozen=True)
 class FisherWeight(MethodParams):
+    """Per model: how much its Fisher information counts."""
+
     weight: float = param(1.0, ge=0.0, doc="weight of this model's Fisher information")
 
 
 @dataclass(frozen=True)
 class FisherParams(MethodParams):
+    """Global parameters of fisher."""
+
     fisher_floor: float = param(1e-6, ge=0.0, doc="lower bound on every Fisher value")
 
 

@@ -58,6 +58,8 @@ def iso_cts_task_vector(deltas: Sequence[torch.Tensor], common_fraction: float) 
 
 @dataclass(frozen=True)
 class IsoCTSParams(SpectralParams):
+    """Global parameters of iso_cts."""
+
     common_fraction: float = param(0.8, ge=0.0, le=1.0, doc="share of the rank given to the common subspace")
 
 

@@ -47,6 +47,8 @@ def karcher_mean(xs: Sequence[torch.Tensor], max_iter: int, tol: float) -> torch
 
 @dataclass(frozen=True)
 class KarcherParams(MethodParams):
+    """Global parameters of karcher (the fixed-point iteration)."""
+
     max_iter: int = param(10, ge=1, doc="maximum fixed-point iterations")
     tol: float = param(1e-5, ge=0.0, doc="convergence tolerance")
 

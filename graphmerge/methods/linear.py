@@ -18,11 +18,15 @@ from graphmerge.methods.registry import MergeInputs, merge_method
 
 @dataclass(frozen=True)
 class Weight(MethodParams):
+    """Per model: its weight (linear, nuslerp, multislerp)."""
+
     weight: float = param(doc="weight of this model (required, as in mergekit)")
 
 
 @dataclass(frozen=True)
 class LinearParams(MethodParams):
+    """Global parameters of linear."""
+
     normalize: bool = param(True, doc="divide by the sum of weights")
     base_weight: float = param(0.0, doc="weight of the base model, if one is given")
 

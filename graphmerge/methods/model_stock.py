@@ -14,6 +14,8 @@ from graphmerge.methods.registry import MergeInputs, merge_method
 
 @dataclass(frozen=True)
 class ModelStockParams(MethodParams):
+    """Global parameters of model_stock."""
+
     filter_wise: bool = param(False, doc="one cosine per row instead of per tensor")
 
 

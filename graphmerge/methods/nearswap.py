@@ -13,6 +13,8 @@ from graphmerge.methods.registry import MergeInputs, merge_method
 
 @dataclass(frozen=True)
 class NearSwapParams(MethodParams):
+    """Global parameters of nearswap."""
+
     t: float = param(doc="similarity threshold (absolute difference)")
 
 

@@ -122,7 +122,8 @@ def with_defaults(cls: type[P], name: str, **defaults: Any) -> type[P]:
         (by_key[key].name, hints[by_key[key].name], field(default=value, metadata=by_key[key].metadata))
         for key, value in defaults.items()
     ]
-    return make_dataclass(name, redeclared, bases=(cls,), frozen=True)
+    doc = f"{cls.__doc__} Defaults: {', '.join(f'{k}={v!r}' for k, v in defaults.items())}."
+    return make_dataclass(name, redeclared, bases=(cls,), frozen=True, namespace={"__doc__": doc})
 
 
 def from_specs(name: str, declared: Mapping[str, ParamSpec]) -> type[MethodParams]:
@@ -141,6 +142,7 @@ def from_specs(name: str, declared: Mapping[str, ParamSpec]) -> type[MethodParam
         ],
         bases=(MethodParams,),
         frozen=True,
+        namespace={"__doc__": f"Parameters of {name}, declared as ParamSpecs."},
     )
 
 

@@ -12,6 +12,8 @@ from graphmerge.methods.registry import MergeInputs, merge_method
 
 @dataclass(frozen=True)
 class Scale(MethodParams):
+    """Per model: a factor (passthrough)."""
+
     scale: float = param(1.0, doc="multiply the tensor by this factor")
 
 

@@ -45,6 +45,8 @@ def regmean_weight(
 
 @dataclass(frozen=True)
 class RegMeanParams(MethodParams):
+    """Global parameters of regmean."""
+
     alpha: float = param(0.9, ge=0.0, le=1.0, doc="scale of the Gram matrices' off-diagonal entries")
     fallback: Literal["linear", "base"] = param(
         "linear", doc="tensors without a Gram matrix: linear (mean) | base"

@@ -14,6 +14,8 @@ from graphmerge.methods.sparsify import top_k_mask
 
 @dataclass(frozen=True)
 class SCEParams(MethodParams):
+    """Global parameters of sce."""
+
     select_topk: float = param(
         1.0, ge=0.0, le=1.0, doc="fraction of elements (by variance across models) kept"
     )

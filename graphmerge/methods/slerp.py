@@ -39,6 +39,8 @@ def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-
 
 @dataclass(frozen=True)
 class SlerpParams(MethodParams):
+    """Global parameters of slerp."""
+
     t: float = param(doc="0 = base (or first model), 1 = the other model")
 
 
@@ -84,6 +86,8 @@ def nuslerp_tensors(
 
 @dataclass(frozen=True)
 class NuSlerpParams(MethodParams):
+    """Global parameters of nuslerp."""
+
     nuslerp_flatten: bool = param(True, doc="slerp whole tensors as one vector")
     nuslerp_row_wise: bool = param(False, doc="slerp along dim 0 instead of the last dim")
 
@@ -104,6 +108,8 @@ def nuslerp(x: MergeInputs[Weight, NuSlerpParams]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class MultiSlerpParams(MethodParams):
+    """Global parameters of multislerp."""
+
     normalize_weights: bool = param(True, doc="divide weights by their sum")
     eps: float = param(1e-8, ge=0.0, doc="numerical guard")
 

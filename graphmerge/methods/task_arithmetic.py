@@ -28,17 +28,23 @@ Consensus = Literal["none", "sum", "count"]
 
 @dataclass(frozen=True)
 class TaskVectorWeight(MethodParams):
+    """Per model of the task-arithmetic family: its task vector's weight and kept density."""
+
     weight: float = param(doc="scale of this model's task vector (required, as in mergekit)")
     density: float = param(1.0, ge=0.0, le=1.0, doc="fraction of the task vector kept")
 
 
 @dataclass(frozen=True)
 class BreadcrumbsWeight(TaskVectorWeight):
+    """Per model of breadcrumbs: also the share of outliers dropped."""
+
     gamma: float = param(0.01, ge=0.0, le=1.0, doc="fraction of largest-magnitude deltas removed")
 
 
 @dataclass(frozen=True)
 class DellaWeight(TaskVectorWeight):
+    """Per model of DELLA: also the spread of keep probabilities around density."""
+
     epsilon: float = param(0.15, ge=0.0, le=1.0, doc="keep probability spread: density +/- epsilon")
 
     def check(self) -> str | None:

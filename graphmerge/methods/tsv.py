@@ -40,6 +40,8 @@ def tsv_task_vector(deltas: Sequence[torch.Tensor], k: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TSVParams(SpectralParams):
+    """Global parameters of tsv_m."""
+
     k: float = param(0.0, ge=0.0, le=1.0, doc="fraction of each task's singular triplets kept (0: 1/T)")
 
 

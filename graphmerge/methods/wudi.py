@@ -53,6 +53,8 @@ def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> t
 
 @dataclass(frozen=True)
 class WudiParams(SpectralParams):
+    """Global parameters of wudi."""
+
     steps: int = param(300, ge=0, le=100000, doc="Adam steps per matrix")
     lr: float = param(1e-5, ge=0.0, le=1.0, doc="Adam learning rate")
 
