@@ -225,3 +225,13 @@ def test_a_declaration_must_be_a_frozen_methodparams_dataclass():
 
     with pytest.raises(TypeError, match="@dataclass"):
         merge_method("test_bad_declaration", version="1", params=NotDeclared)
+
+
+@pytest.mark.parametrize("name", sorted(all_methods()))
+def test_resolved_parameters_pickle_for_other_processes(name):
+    import pickle
+
+    m = get_method(name)
+    given = [{k: 0.1 if k == "epsilon" else 0.5 for k in m.model_params}]
+    _, per_model, global_params = resolved(name, given, {"t": 0.25} if "t" in m.global_params else {})
+    assert pickle.loads(pickle.dumps((per_model, global_params))) == (per_model, global_params)

@@ -10,6 +10,7 @@ so a method reads typed attributes and never re-checks or re-defaults anything.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
 from functools import cache
@@ -123,14 +124,15 @@ def with_defaults(cls: type[P], name: str, **defaults: Any) -> type[P]:
         for key, value in defaults.items()
     ]
     doc = f"{cls.__doc__} Defaults: {', '.join(f'{k}={v!r}' for k, v in defaults.items())}."
-    return make_dataclass(name, redeclared, bases=(cls,), frozen=True, namespace={"__doc__": doc})
+    made = make_dataclass(name, redeclared, bases=(cls,), frozen=True, namespace={"__doc__": doc})
+    return _importable(made, cls.__module__)
 
 
 def from_specs(name: str, declared: Mapping[str, ParamSpec]) -> type[MethodParams]:
     """The dataclass a plugin's `{"w": ParamSpec(...)}` declaration stands for."""
     # Required fields first: a dataclass puts no field without a default after one with a default.
     ordered = sorted(declared.items(), key=lambda kv: not kv[1].required)
-    return make_dataclass(
+    made = make_dataclass(
         name,
         [
             (
@@ -144,6 +146,16 @@ def from_specs(name: str, declared: Mapping[str, ParamSpec]) -> type[MethodParam
         frozen=True,
         namespace={"__doc__": f"Parameters of {name}, declared as ParamSpecs."},
     )
+    return _importable(made, __name__)
+
+
+def _importable(cls: type[P], module: str) -> type[P]:
+    """Make a generated class an attribute of `module`, so that pickle finds it by name and resolved
+    parameters travel to other processes like those of classes written in a module."""
+    cls.__module__ = module
+    cls.__qualname__ = cls.__name__
+    setattr(sys.modules[module], cls.__name__, cls)
+    return cls
 
 
 def _number(method: str, key: str, who: str, value: Any, spec: ParamSpec) -> float | int:

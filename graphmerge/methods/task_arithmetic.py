@@ -137,7 +137,7 @@ class Variant:
     def params(self) -> type[TaskArithmeticParams]:
         return with_defaults(
             TaskArithmeticParams,
-            f"{self.name}_params",
+            "".join(part.title() for part in self.name.split("_")) + "Params",
             normalize=self.normalize,
             rescale=self.rescale,
             consensus_method=self.consensus,
