@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from graphmerge.methods import all_methods, get_method  # noqa: E402
+from graphmerge.methods import MergeInputs, all_methods, get_method  # noqa: E402
 
 SIZES = {
     # name: (hidden, intermediate, layers, vocab) -- 300m: 2 x 32.8M embeddings + 14 x 16.8M layers
@@ -113,6 +113,7 @@ def bench_config(name: str) -> tuple[list[str], bool, dict, dict]:
         gp["t"] = 0.5 if name == "slerp" else 0.001
     if name == "passthrough":
         models = ["model_a"]
+    models = models[: m.max_models or len(models)]  # e.g. arcee_fusion: exactly one besides the base
     if name == "linear":
         gp["base_weight"] = 0.5
     if name == "sce":
@@ -150,8 +151,7 @@ def run_ours(name: str, dirs: dict[str, Path], device: str, save_to: Path | None
     models, use_base, mp, gp = bench_config(name)
     inputs = (["base"] if use_base else []) + models
     handles = [safe_open(str(dirs[n] / "model.safetensors"), framework="pt") for n in inputs]
-    full_mp = [{k: mp.get(k, s.default) for k, s in m.model_params.items()} for _ in models]
-    full_gp = {k: gp.get(k, s.default) for k, s in m.global_params.items()}
+    full_mp, full_gp = m.resolve([(ref, mp) for ref in models], gp)
     keys = list(handles[0].keys())
     memo: dict = {}
     stats = {}
@@ -173,8 +173,8 @@ def run_ours(name: str, dirs: dict[str, Path], device: str, save_to: Path | None
             gen = torch.Generator(device=device)
             gen.manual_seed(i)
         base = xs[0] if use_base else None
-        extra = {"statistics": stats[key]} if m.statistics else {}
-        res = m.fn(xs[1:] if use_base else xs, base, full_mp, full_gp, gen, **extra).to(torch.bfloat16)
+        x = MergeInputs(xs[1:] if use_base else xs, base, full_mp, full_gp, gen, stats.get(key, ()))
+        res = m(x).to(torch.bfloat16)
         if save_to is not None:
             out[key] = res.cpu()
         del xs, res, raw

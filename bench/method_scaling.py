@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from graphmerge.methods import get_method  # noqa: E402
+from graphmerge.methods import MergeInputs, get_method  # noqa: E402
 
 METHODS = ["task_arithmetic", "ties", "tsv_m", "iso_c", "iso_cts", "wudi", "regmean", "fisher"]
 
@@ -27,21 +27,21 @@ def one_call(name: str, n: int, device: str) -> float:
     g = torch.Generator().manual_seed(n)
     base = torch.randn(n, n, generator=g).to(device)
     models = [base + 0.01 * torch.randn(n, n, generator=g).to(device) for _ in range(3)]
-    mp = [{k: {"weight": 1.0, "density": 0.5}.get(k, s.default) for k, s in m.model_params.items()}] * 3
-    gp = {k: s.default for k, s in m.global_params.items()}
-    extra = {}
+    given = {k: v for k, v in {"weight": 1.0, "density": 0.5}.items() if k in m.model_params}
+    mp, gp = m.resolve([(str(i), given) for i in range(3)], {})
+    stats = []
     if m.statistics == "gram":
         xs = [torch.randn(2 * n, n, generator=g).to(device) for _ in range(3)]
-        extra = {"statistics": [x.T @ x / len(x) for x in xs]}
+        stats = [x.T @ x / len(x) for x in xs]
     elif m.statistics == "fisher":
-        extra = {"statistics": [torch.rand(n, n, generator=g).to(device) for _ in range(3)]}
-    use_base = None if m.base == "none" else base
+        stats = [torch.rand(n, n, generator=g).to(device) for _ in range(3)]
+    inputs = MergeInputs(models, None if m.base == "none" else base, mp, gp, None, stats)
     best = math.inf
     for _ in range(2):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        m.fn(models, use_base, mp, gp, None, **extra)
+        m(inputs)
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from graphmerge.methods import get_method
+from graphmerge.methods import MergeInputs, get_method
 from graphmerge.nodes.merge import merge_tensor
 from graphmerge.nonfinite import all_finite
 
@@ -44,11 +44,8 @@ def main() -> None:
         for _ in range(args.models)
     ]
     m = get_method(args.method)
-    model_params = [{k: p.default for k, p in m.model_params.items()} | {"weight": 1.0} for _ in models]
-    if "density" in m.model_params:
-        for p in model_params:
-            p["density"] = 0.5
-    params = {k: p.default for k, p in m.global_params.items()}
+    given = {k: v for k, v in {"weight": 1.0, "density": 0.5}.items() if k in m.model_params}
+    model_params, params = m.resolve([(str(i), given) for i in range(len(models))], {})
     has_base = m.base != "none"
     inputs = ([base] if has_base else []) + models
     as_float = [t.float() for t in inputs]
@@ -67,7 +64,8 @@ def main() -> None:
 
     def method_alone() -> torch.Tensor:
         b = as_float[0] if has_base else None
-        return m.fn(as_float[1:] if has_base else as_float, b, model_params, params, None).to(torch.bfloat16)
+        x = MergeInputs(as_float[1:] if has_base else as_float, b, model_params, params)
+        return m(x).to(torch.bfloat16)
 
     out = op()
     t_op = best_of(args.repeat, op)

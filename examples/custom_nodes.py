@@ -6,22 +6,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from pydantic import Field
 
-from graphmerge import Model, NodeParams, ParamSpec, merge_method, node, tensor_op
+from graphmerge import MergeInputs, MethodParams, Model, NodeParams, merge_method, node, param, tensor_op
 
 
-@merge_method(
-    "elementwise_max",
-    version="1",
-    model_params={"weight": ParamSpec(1.0, float, doc="multiplies the model before the max")},
-    base="none",
-    min_models=2,
-)
-def elementwise_max(tensors, base, model_params, params, generator):
+@dataclass(frozen=True)
+class MaxWeight(MethodParams):
+    weight: float = param(1.0, ge=0.0, doc="multiplies the model before the max")
+
+
+@merge_method("elementwise_max", version="1", per_model=MaxWeight, base="none", min_models=2)
+def elementwise_max(x: MergeInputs[MaxWeight, MethodParams]) -> torch.Tensor:
     """Per element, the largest of the (weighted) models' values."""
-    weighted = [t * p["weight"] for t, p in zip(tensors, model_params)]
+    weighted = [t * p.weight for t, p in zip(x.tensors, x.models)]
     return torch.stack(weighted).amax(dim=0)
 
 

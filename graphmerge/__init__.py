@@ -14,18 +14,23 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "GraphmergeError": "graphmerge.errors",
+    "MergeInputs": "graphmerge.methods.registry",
+    "MethodParams": "graphmerge.methods.params",
     "Model": "graphmerge.plan",
     "NodeParams": "graphmerge.params",
-    "ParamSpec": "graphmerge.methods.registry",
+    "ParamSpec": "graphmerge.methods.params",
     "TensorTask": "graphmerge.plan",
     "make_task": "graphmerge.plan",
     "merge_method": "graphmerge.methods.registry",
     "node": "graphmerge.registry",
+    "param": "graphmerge.methods.params",
     "tensor_op": "graphmerge.registry",
 }
 
 __all__ = [
     "GraphmergeError",
+    "MergeInputs",
+    "MethodParams",
     "Model",
     "NodeParams",
     "ParamSpec",
@@ -33,12 +38,14 @@ __all__ = [
     "make_task",
     "merge_method",
     "node",
+    "param",
     "tensor_op",
 ]
 
 if TYPE_CHECKING:
     from graphmerge.errors import GraphmergeError
-    from graphmerge.methods.registry import ParamSpec, merge_method
+    from graphmerge.methods.params import MethodParams, ParamSpec, param
+    from graphmerge.methods.registry import MergeInputs, merge_method
     from graphmerge.params import NodeParams
     from graphmerge.plan import Model, TensorTask, make_task
     from graphmerge.registry import node, tensor_op

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from method_helpers import call_method as call
 
 from graphmerge.errors import MergeError
-from graphmerge.methods._testing import call_method as call
 
 
 def _oracle(model: np.ndarray, base: np.ndarray) -> np.ndarray:

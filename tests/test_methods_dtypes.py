@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from method_helpers import call_method as call
 
 from graphmerge.methods import all_methods
-from graphmerge.methods._testing import call_method as call
 
 PARAMS = {
     "slerp": ({}, {"t": 0.3}),

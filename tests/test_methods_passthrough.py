@@ -1,8 +1,8 @@
 import pytest
 import torch
+from method_helpers import call_method as call
 
 from graphmerge.errors import MergeError
-from graphmerge.methods._testing import call_method as call
 
 
 def test_copies_and_scales():

@@ -5,17 +5,9 @@ import itertools
 
 import pytest
 import torch
+from method_helpers import call_exact as call
 
 from graphmerge.errors import MergeError
-from graphmerge.methods.registry import get_method
-
-
-def call(name, tensors, stats, base=None, model_params=None, params=None):
-    method = get_method(name)
-    mps = model_params or [{} for _ in tensors]
-    full_mp = [{k: p.get(k, s.default) for k, s in method.model_params.items()} for p in mps]
-    full_gp = {k: (params or {}).get(k, s.default) for k, s in method.global_params.items()}
-    return method.fn(list(tensors), base, full_mp, full_gp, None, statistics=list(stats))
 
 
 def regression_world(n_models=3, n_tokens=40, d_in=6, d_out=4, seed=0):

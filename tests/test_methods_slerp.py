@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from method_helpers import call_method as call
 
 from graphmerge.errors import MergeError
-from graphmerge.methods._testing import call_method as call
 
 R = math.sqrt(0.5)
 

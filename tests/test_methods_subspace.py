@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 import torch
+from method_helpers import call_method as call
 
 from graphmerge.errors import MergeError
-from graphmerge.methods._testing import call_method as call
 
 
 def _svd(a):

@@ -186,7 +186,7 @@ class _Converter:
         if method.base == "none" and base is not None:
             self.warnings.append(f"{self.where}: base_model is ignored by merge_method {method_name}")
             base_node = None
-        if method_name == "linear":
+        if method.base_weight is not None:
             base_node = None  # mergekit's linear averages every listed model, the base included if listed
         for node, given, where in sources:
             if node == base_node:

@@ -1,13 +1,13 @@
-"""Small validation and parameter helpers shared by the built-in merge methods.
+"""Small checks shared by the built-in merge methods (parameters are checked where they are
+resolved, graphmerge.methods.params).
 
 Every check raises MergeError with one line naming the method, so a bad graph fails before any
-long computation and the user sees which parameter to fix.
+long computation and the user sees what to fix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
@@ -41,63 +41,6 @@ def require_count(method: str, n: int, *, at_least: int = 1, at_most: int | None
     if n < at_least or (at_most is not None and n > at_most):
         want = str(at_least) if at_most == at_least else f"{at_least} to {at_most if at_most else 'any'}"
         raise MergeError(f"{method} needs {want} {what}, got {n}")
-
-
-def number(
-    method: str,
-    name: str,
-    value: Any,
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    who: str = "",
-) -> float:
-    """A float parameter, range-checked (the caller fills defaults; ranges are re-checked here because
-    per-layer gradients can produce values the spec-level check never saw)."""
-    if value is None:
-        raise MergeError(f"{method}: parameter `{name}`{who} is required")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise MergeError(f"{method}: parameter `{name}`{who} must be a number, not {value!r}") from None
-    if v != v:
-        raise MergeError(f"{method}: parameter `{name}`{who} is NaN")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise MergeError(f"{method}: parameter `{name}`{who} = {v:g} is outside [{lo_s}, {hi_s}]")
-    return v
-
-
-def choice(method: str, name: str, value: Any, options: Sequence[str]) -> str:
-    v = str(value)
-    if v not in options:
-        raise MergeError(f"{method}: parameter `{name}` = {value!r} must be one of {', '.join(options)}")
-    return v
-
-
-def flag(method: str, name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise MergeError(f"{method}: parameter `{name}` must be true or false, not {value!r}")
-
-
-def per_model(
-    method: str,
-    name: str,
-    model_params: Sequence[Mapping[str, Any]],
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-) -> list[float]:
-    return [
-        number(method, name, p.get(name), lo=lo, hi=hi, who=f" of model {i}")
-        for i, p in enumerate(model_params)
-    ]
 
 
 def generator_for(t: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:

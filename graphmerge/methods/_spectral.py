@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, number, require_base
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes, require_base
+from graphmerge.methods.params import MethodParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method, named
 
-LAMBDA = ParamSpec(1.0, float, doc="scale of the merged task vector")
-TaskVectorMerge = Callable[[str, list["torch.Tensor"], Mapping[str, Any]], "torch.Tensor"]
+
+@dataclass(frozen=True)
+class SpectralParams(MethodParams):
+    """Every subspace method's global parameters start with `lambda`."""
+
+    lam: float = param(1.0, name="lambda", doc="scale of the merged task vector")
+
+
+TaskVectorMerge = Callable[[list["torch.Tensor"], Any], "torch.Tensor"]
 
 
 def task_vectors(
@@ -40,29 +49,21 @@ def polar(a: torch.Tensor) -> torch.Tensor:
 
 
 def task_vector_method(
-    name: str, *, version: str, global_params: Mapping[str, ParamSpec], doc: str
+    name: str, *, version: str, params: type[SpectralParams] = SpectralParams
 ) -> Callable[[TaskVectorMerge], TaskVectorMerge]:
-    """Register `merge(name, task_vectors, params) -> merged task vector` as the merge method `name`
+    """Register `merge(task_vectors, params) -> merged task vector` as the merge method `name`
     computing base + lambda * merged (every subspace method has this outer shape)."""
 
     def register(merge: TaskVectorMerge) -> TaskVectorMerge:
-        def fn(
-            tensors: Sequence[torch.Tensor],
-            base: torch.Tensor | None,
-            model_params: Sequence[Mapping[str, Any]],
-            params: Mapping[str, Any],
-            generator: torch.Generator | None,
-        ) -> torch.Tensor:
-            deltas = task_vectors(name, tensors, base)
-            lam = number(name, "lambda", params.get("lambda", 1.0))
-            assert base is not None
-            return base + lam * merge(name, deltas, params)
-
-        fn.__doc__ = doc
-        fn.__name__ = fn.__qualname__ = name
-        merge_method(
-            name, version=version, global_params={**global_params, "lambda": LAMBDA}, base="required"
-        )(fn)
+        merge_method(name, version=version, params=params, base="required")(
+            named(name, merge.__doc__ or "", _base_plus_lambda, name, merge)
+        )
         return merge
 
     return register
+
+
+def _base_plus_lambda(name: str, merge: TaskVectorMerge, x: MergeInputs[Any, SpectralParams]) -> torch.Tensor:
+    deltas = task_vectors(name, x.tensors, x.base)
+    assert x.base is not None
+    return x.base + x.params.lam * merge(deltas, x.params)

@@ -7,12 +7,10 @@ rest keep the base's."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from graphmerge.lazy import torch
 from graphmerge.methods._common import check_shapes, require_base, require_count
-from graphmerge.methods.registry import merge_method
+from graphmerge.methods.params import NoParams
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
 def importance(model: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -28,18 +26,12 @@ def _quantile(sorted_flat: torch.Tensor, q: float) -> torch.Tensor:
 
 
 @merge_method("arcee_fusion", version="1", base="required", min_models=1, max_models=1)
-def arcee_fusion(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+def arcee_fusion(x: MergeInputs[NoParams, NoParams]) -> torch.Tensor:
     """Take the model's value where its importance is an upper outlier (median + 1.5 IQR), else the base's."""
-    base = require_base("arcee_fusion", base)
-    require_count("arcee_fusion", len(tensors), at_least=1, at_most=1, what="model besides the base")
-    check_shapes("arcee_fusion", tensors, base)
-    other = tensors[0]
+    base = require_base("arcee_fusion", x.base)
+    require_count("arcee_fusion", len(x.tensors), at_least=1, at_most=1, what="model besides the base")
+    check_shapes("arcee_fusion", x.tensors, base)
+    other = x.tensors[0]
     scores = importance(other, base)
     ordered = torch.sort(scores.reshape(-1)).values
     q1, median, q3 = (_quantile(ordered, q) for q in (0.25, 0.5, 0.75))

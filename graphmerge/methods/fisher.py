@@ -13,13 +13,14 @@ Cost: elementwise, O(T * size).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, number, per_model
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes
+from graphmerge.methods.params import MethodParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
 def fisher_average(
@@ -34,36 +35,36 @@ def fisher_average(
     return num / den
 
 
+@dataclass(frozen=True)
+class FisherWeight(MethodParams):
+    """Per model: how much its Fisher information counts."""
+
+    weight: float = param(1.0, ge=0.0, doc="weight of this model's Fisher information")
+
+
+@dataclass(frozen=True)
+class FisherParams(MethodParams):
+    """Global parameters of fisher."""
+
+    fisher_floor: float = param(1e-6, ge=0.0, doc="lower bound on every Fisher value")
+
+
 @merge_method(
-    "fisher",
-    version="1",
-    model_params={"weight": ParamSpec(1.0, float, 0.0, doc="weight of this model's Fisher information")},
-    global_params={
-        "fisher_floor": ParamSpec(1e-6, float, 0.0, doc="lower bound on every Fisher value"),
-    },
-    base="none",
-    statistics="fisher",
+    "fisher", version="1", per_model=FisherWeight, params=FisherParams, base="none", statistics="fisher"
 )
-def fisher(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-    statistics: Sequence[torch.Tensor | None] = (),
-) -> torch.Tensor:
+def fisher(x: MergeInputs[FisherWeight, FisherParams]) -> torch.Tensor:
     """Fisher merging: a per-parameter average weighted by diagonal Fisher information."""
-    check_shapes("fisher", tensors, base)
-    weights = per_model("fisher", "weight", model_params, lo=0.0)
+    check_shapes("fisher", x.tensors, x.base)
+    weights = [m.weight for m in x.models]
     if sum(weights) <= 0:
         raise MergeError("fisher: the model weights sum to 0", fix="give at least one model a weight > 0")
-    floor = number("fisher", "fisher_floor", params.get("fisher_floor", 1e-6), lo=0.0)
-    fishers = list(statistics)
+    floor = x.params.fisher_floor
+    fishers = list(x.statistics)
     if not fishers or any(f is None for f in fishers):
-        fishers = [torch.ones_like(t) for t in tensors]
+        fishers = [torch.ones_like(t) for t in x.tensors]
     elif floor == 0 and bool((torch.stack([f * w for f, w in zip(fishers, weights)]).sum(0) == 0).any()):
         raise MergeError(
             "fisher: some parameter has zero Fisher information in every model and fisher_floor is 0",
             fix="set fisher_floor > 0 (default 1e-6) or use more calibration data",
         )
-    return fisher_average(tensors, [f for f in fishers if f is not None], weights, floor)
+    return fisher_average(x.tensors, [f for f in fishers if f is not None], weights, floor)

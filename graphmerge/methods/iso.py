@@ -11,13 +11,12 @@ Cost per matrix (m x n, r = min(m, n)): Iso-C one SVD, O(m n r); Iso-CTS T + 3 S
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vector_method
-from graphmerge.methods.registry import ParamSpec
+from graphmerge.methods._spectral import SpectralParams, is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods.params import param
 
 
 def iso_c_task_vector(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -57,24 +56,20 @@ def iso_cts_task_vector(deltas: Sequence[torch.Tensor], common_fraction: float) 
     return torch.cat(ss).mean() * (u_orth @ v_orth)
 
 
-@task_vector_method(
-    "iso_c",
-    version="1",
-    global_params={},
-    doc="Iso-C: the summed task vector with a flat (isotropic) spectrum.",
-)
-def iso_c(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
+@dataclass(frozen=True)
+class IsoCTSParams(SpectralParams):
+    """Global parameters of iso_cts."""
+
+    common_fraction: float = param(0.8, ge=0.0, le=1.0, doc="share of the rank given to the common subspace")
+
+
+@task_vector_method("iso_c", version="1")
+def iso_c(deltas: list[torch.Tensor], params: SpectralParams) -> torch.Tensor:
+    """Iso-C: the summed task vector with a flat (isotropic) spectrum."""
     return iso_c_task_vector(deltas)
 
 
-@task_vector_method(
-    "iso_cts",
-    version="2",
-    global_params={
-        "common_fraction": ParamSpec(0.8, float, 0.0, 1.0, "share of the rank given to the common subspace")
-    },
-    doc="Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces.",
-)
-def iso_cts(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
-    fraction = number(name, "common_fraction", params.get("common_fraction", 0.8), lo=0.0, hi=1.0)
-    return iso_cts_task_vector(deltas, fraction)
+@task_vector_method("iso_cts", version="2", params=IsoCTSParams)
+def iso_cts(deltas: list[torch.Tensor], params: IsoCTSParams) -> torch.Tensor:
+    """Iso-CTS: isotropic merge of a common subspace plus task-specific subspaces."""
+    return iso_cts_task_vector(deltas, params.common_fraction)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, number
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes
+from graphmerge.methods.params import MethodParams, NoParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
 def karcher_mean(xs: Sequence[torch.Tensor], max_iter: int, tol: float) -> torch.Tensor:
@@ -44,25 +45,17 @@ def karcher_mean(xs: Sequence[torch.Tensor], max_iter: int, tol: float) -> torch
     return (mean * (norms.sum() * alpha)).view(shape)
 
 
-@merge_method(
-    "karcher",
-    version="1",
-    global_params={
-        "max_iter": ParamSpec(10, int, 1, doc="maximum fixed-point iterations"),
-        "tol": ParamSpec(1e-5, float, 0.0, doc="convergence tolerance"),
-    },
-    base="optional",
-)
-def karcher(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class KarcherParams(MethodParams):
+    """Global parameters of karcher (the fixed-point iteration)."""
+
+    max_iter: int = param(10, ge=1, doc="maximum fixed-point iterations")
+    tol: float = param(1e-5, ge=0.0, doc="convergence tolerance")
+
+
+@merge_method("karcher", version="1", params=KarcherParams, base="optional")
+def karcher(x: MergeInputs[NoParams, KarcherParams]) -> torch.Tensor:
     """Karcher mean on the hypersphere of all inputs (a base, if given, is one more point)."""
-    check_shapes("karcher", tensors, base)
-    xs = ([base] if base is not None else []) + list(tensors)
-    max_iter = int(number("karcher", "max_iter", params.get("max_iter", 10), lo=0))
-    tol = number("karcher", "tol", params.get("tol", 1e-5), lo=0.0)
-    return karcher_mean(xs, max_iter, tol)
+    check_shapes("karcher", x.tensors, x.base)
+    points = ([x.base] if x.base is not None else []) + list(x.tensors)
+    return karcher_mean(points, x.params.max_iter, x.params.tol)

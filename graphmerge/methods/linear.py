@@ -1,52 +1,51 @@
 """Linear merge (model soups): a weighted average of the inputs.
 
 mergekit treats the base like any other input with its own `weight`; our caller passes the base
-separately, so its weight is the global `base_weight` (default 0: the base is not averaged in).
+separately, so its weight is the global `base_weight` (default 0: the base is not averaged in), which
+a `weight` on the base's own `models:` entry also sets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, flag, number, per_model
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes
+from graphmerge.methods.params import MethodParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
-@merge_method(
-    "linear",
-    version="1",
-    model_params={"weight": ParamSpec(None, float, doc="weight of this model (required, as in mergekit)")},
-    global_params={
-        "normalize": ParamSpec(True, bool, doc="divide by the sum of weights"),
-        "base_weight": ParamSpec(0.0, float, doc="weight of the base model, if one is given"),
-    },
-    base="optional",
-)
-def linear(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class Weight(MethodParams):
+    """Per model: its weight (linear, nuslerp, multislerp)."""
+
+    weight: float = param(doc="weight of this model (required, as in mergekit)")
+
+
+@dataclass(frozen=True)
+class LinearParams(MethodParams):
+    """Global parameters of linear."""
+
+    normalize: bool = param(True, doc="divide by the sum of weights")
+    base_weight: float = param(0.0, doc="weight of the base model, if one is given")
+
+
+@merge_method("linear", version="1", per_model=Weight, params=LinearParams, base_weight="base_weight")
+def linear(x: MergeInputs[Weight, LinearParams]) -> torch.Tensor:
     """Weighted average of the models (and the base, weighted by base_weight)."""
-    check_shapes("linear", tensors, base)
-    weights = per_model("linear", "weight", model_params)
-    inputs = list(tensors)
-    if base is not None:
-        bw = number("linear", "base_weight", params.get("base_weight", 0.0))
-        if bw != 0.0:
-            inputs.insert(0, base)
-            weights.insert(0, bw)
+    check_shapes("linear", x.tensors, x.base)
+    weights = [m.weight for m in x.models]
+    inputs = list(x.tensors)
+    if x.base is not None and x.params.base_weight != 0.0:
+        inputs.insert(0, x.base)
+        weights.insert(0, x.params.base_weight)
     if not inputs:
         raise MergeError("linear needs at least one model with a weight")
     out = torch.zeros_like(inputs[0])
-    for x, wt in zip(inputs, weights):
-        out.add_(x, alpha=wt)
-    if flag("linear", "normalize", params.get("normalize", True)):
+    for t, wt in zip(inputs, weights):
+        out.add_(t, alpha=wt)
+    if x.params.normalize:
         total = sum(weights)
         if abs(total) < 1e-12:
             raise MergeError(

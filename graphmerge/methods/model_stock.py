@@ -3,39 +3,34 @@ models with t = N cos / (1 + (N - 1) cos), cos being the mean pairwise cosine of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, flag, require_base, require_count
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes, require_base, require_count
+from graphmerge.methods.params import MethodParams, NoParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
-@merge_method(
-    "model_stock",
-    version="1",
-    global_params={"filter_wise": ParamSpec(False, bool, doc="one cosine per row instead of per tensor")},
-    base="required",
-    min_models=2,
-)
-def model_stock(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class ModelStockParams(MethodParams):
+    """Global parameters of model_stock."""
+
+    filter_wise: bool = param(False, doc="one cosine per row instead of per tensor")
+
+
+@merge_method("model_stock", version="1", params=ModelStockParams, base="required", min_models=2)
+def model_stock(x: MergeInputs[NoParams, ModelStockParams]) -> torch.Tensor:
     """Base-anchored average with the cosine-derived interpolation ratio of Model Stock."""
-    base = require_base("model_stock", base)
-    require_count("model_stock", len(tensors), at_least=2, what="models besides the base")
-    check_shapes("model_stock", tensors, base)
+    base = require_base("model_stock", x.base)
+    require_count("model_stock", len(x.tensors), at_least=2, what="models besides the base")
+    check_shapes("model_stock", x.tensors, base)
     shape = base.shape
-    if flag("model_stock", "filter_wise", params.get("filter_wise", False)) and base.dim() > 0:
+    if x.params.filter_wise and base.dim() > 0:
         rows = base.reshape(-1, shape[-1])  # mergekit: cosine over the last dim (a 1-d tensor is one row)
     else:
         rows = base.reshape(1, -1)
-    ws = [t.reshape(rows.shape) for t in tensors]
+    ws = [t.reshape(rows.shape) for t in x.tensors]
     offsets = [w - rows for w in ws]
     cosines = []
     for a, b in combinations(offsets, 2):

@@ -14,13 +14,15 @@ Cost per matrix: one in x in solve, O(in^3 + out in^2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, choice, number
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes
+from graphmerge.methods.params import MethodParams, NoParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 
 def shrink(gram: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -41,29 +43,23 @@ def regmean_weight(
         return torch.linalg.lstsq(lhs.cpu().double(), rhs.cpu().double()).solution.T.to(lhs)
 
 
-@merge_method(
-    "regmean",
-    version="1",
-    global_params={
-        "alpha": ParamSpec(0.9, float, 0.0, 1.0, "scale of the Gram matrices' off-diagonal entries"),
-        "fallback": ParamSpec("linear", str, doc="tensors without a Gram matrix: linear (mean) | base"),
-    },
-    base="optional",
-    statistics="gram",
-)
-def regmean(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-    statistics: Sequence[torch.Tensor | None] = (),
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class RegMeanParams(MethodParams):
+    """Global parameters of regmean."""
+
+    alpha: float = param(0.9, ge=0.0, le=1.0, doc="scale of the Gram matrices' off-diagonal entries")
+    fallback: Literal["linear", "base"] = param(
+        "linear", doc="tensors without a Gram matrix: linear (mean) | base"
+    )
+
+
+@merge_method("regmean", version="1", params=RegMeanParams, base="optional", statistics="gram")
+def regmean(x: MergeInputs[NoParams, RegMeanParams]) -> torch.Tensor:
     """RegMean: per linear layer, the least-squares fit to every model's outputs on calibration data."""
+    tensors, base = x.tensors, x.base
     check_shapes("regmean", tensors, base)
-    alpha = number("regmean", "alpha", params.get("alpha", 0.9), lo=0.0, hi=1.0)
-    fallback = choice("regmean", "fallback", params.get("fallback", "linear"), ("linear", "base"))
-    grams = list(statistics) or [None] * len(tensors)
+    alpha, fallback = x.params.alpha, x.params.fallback
+    grams = list(x.statistics) or [None] * len(tensors)
     if all(g is not None for g in grams) and tensors[0].dim() == 2:
         for i, g in enumerate(grams):
             assert g is not None

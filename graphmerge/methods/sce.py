@@ -3,39 +3,34 @@ the task vectors' energy, Erase minority signs, then average."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, number, require_base
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes, require_base
+from graphmerge.methods.params import MethodParams, NoParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 from graphmerge.methods.sparsify import top_k_mask
 
 
-@merge_method(
-    "sce",
-    version="1",
-    global_params={
-        "select_topk": ParamSpec(
-            1.0, float, 0.0, 1.0, "fraction of elements (by variance across models) kept"
-        ),
-        "int8_mask": ParamSpec(False, bool, doc="accepted for mergekit configs; no effect on results"),
-    },
-    base="required",
-)
-def sce(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class SCEParams(MethodParams):
+    """Global parameters of sce."""
+
+    select_topk: float = param(
+        1.0, ge=0.0, le=1.0, doc="fraction of elements (by variance across models) kept"
+    )
+    int8_mask: bool = param(False, doc="accepted for mergekit configs; no effect on results")
+
+
+@merge_method("sce", version="1", params=SCEParams, base="required")
+def sce(x: MergeInputs[NoParams, SCEParams]) -> torch.Tensor:
     """Variance-selected, energy-weighted, sign-consensus merge of task vectors."""
-    base = require_base("sce", base)
+    base = require_base("sce", x.base)
+    tensors = x.tensors
     check_shapes("sce", tensors, base)
     if not tensors:
         return base.clone()
-    topk = number("sce", "select_topk", params.get("select_topk", 1.0), lo=0.0, hi=1.0)
+    topk = x.params.select_topk
     tv = torch.stack(list(tensors)) - base
     if topk < 1:
         if topk <= 0:

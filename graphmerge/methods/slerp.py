@@ -4,13 +4,14 @@ variants) and multislerp (barycentric interpolation of any number of models)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
-from graphmerge.methods._common import check_shapes, flag, number, per_model, require_count
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes, require_count
+from graphmerge.methods.linear import Weight
+from graphmerge.methods.params import MethodParams, NoParams, param
+from graphmerge.methods.registry import MergeInputs, merge_method
 
 # mergekit's threshold above which |cos| counts as (anti)parallel and slerp falls back to lerp.
 DOT_THRESHOLD = 0.9995
@@ -36,30 +37,24 @@ def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-
     return torch.add(v0 * ca, v1, alpha=cb)
 
 
-@merge_method(
-    "slerp",
-    version="1",
-    global_params={"t": ParamSpec(None, float, doc="0 = base (or first model), 1 = the other model")},
-    base="optional",
-    min_models=1,
-    max_models=2,
-)
-def slerp(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class SlerpParams(MethodParams):
+    """Global parameters of slerp."""
+
+    t: float = param(doc="0 = base (or first model), 1 = the other model")
+
+
+@merge_method("slerp", version="1", params=SlerpParams, base="optional", min_models=1, max_models=2)
+def slerp(x: MergeInputs[NoParams, SlerpParams]) -> torch.Tensor:
     """Spherical interpolation from the base (t=0) to the other model (t=1)."""
-    ends = ([base] if base is not None else []) + list(tensors)
+    ends = ([x.base] if x.base is not None else []) + list(x.tensors)
     if len(ends) != 2:
         raise MergeError(
             f"slerp needs exactly 2 models (a base and one model, or two models), got {len(ends)}",
             fix="use multislerp or karcher for more models",
         )
     check_shapes("slerp", ends[1:], ends[0])
-    return slerp_tensors(number("slerp", "t", params.get("t")), ends[0], ends[1])
+    return slerp_tensors(x.params.t, ends[0], ends[1])
 
 
 def nuslerp_tensors(
@@ -89,62 +84,45 @@ def nuslerp_tensors(
     return out.reshape(shape)
 
 
-@merge_method(
-    "nuslerp",
-    version="1",
-    model_params={"weight": ParamSpec(None, float, doc="relative weight; t = w1 / (w0 + w1)")},
-    global_params={
-        "nuslerp_flatten": ParamSpec(True, bool, doc="slerp whole tensors as one vector"),
-        "nuslerp_row_wise": ParamSpec(False, bool, doc="slerp along dim 0 instead of the last dim"),
-    },
-    base="optional",
-    min_models=2,
-    max_models=2,
-)
-def nuslerp(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class NuSlerpParams(MethodParams):
+    """Global parameters of nuslerp."""
+
+    nuslerp_flatten: bool = param(True, doc="slerp whole tensors as one vector")
+    nuslerp_row_wise: bool = param(False, doc="slerp along dim 0 instead of the last dim")
+
+
+@merge_method("nuslerp", version="1", per_model=Weight, params=NuSlerpParams, min_models=2, max_models=2)
+def nuslerp(x: MergeInputs[Weight, NuSlerpParams]) -> torch.Tensor:
     """Slerp between two models by weight; with a base, slerp their task vectors."""
-    require_count("nuslerp", len(tensors), at_least=2, at_most=2, what="models besides the base")
-    check_shapes("nuslerp", tensors, base)
-    w0, w1 = per_model("nuslerp", "weight", model_params)
+    require_count("nuslerp", len(x.tensors), at_least=2, at_most=2, what="models besides the base")
+    check_shapes("nuslerp", x.tensors, x.base)
+    w0, w1 = (m.weight for m in x.models)
     t = 0.5 if abs(w0 + w1) < 1e-6 else w1 / (w0 + w1)
-    flatten = flag("nuslerp", "nuslerp_flatten", params.get("nuslerp_flatten", True))
-    row_wise = flag("nuslerp", "nuslerp_row_wise", params.get("nuslerp_row_wise", False))
-    if base is None:
-        return nuslerp_tensors(t, tensors[0], tensors[1], row_wise=row_wise, flatten=flatten)
-    out = nuslerp_tensors(t, tensors[0] - base, tensors[1] - base, row_wise=row_wise, flatten=flatten)
-    return out.add_(base)
+    shape = {"row_wise": x.params.nuslerp_row_wise, "flatten": x.params.nuslerp_flatten}
+    a, b = x.tensors
+    if x.base is None:
+        return nuslerp_tensors(t, a, b, **shape)
+    return nuslerp_tensors(t, a - x.base, b - x.base, **shape).add_(x.base)
 
 
-@merge_method(
-    "multislerp",
-    version="1",
-    model_params={"weight": ParamSpec(None, float, doc="barycentric weight of this model")},
-    global_params={
-        "normalize_weights": ParamSpec(True, bool, doc="divide weights by their sum"),
-        "eps": ParamSpec(1e-8, float, 0.0, doc="numerical guard"),
-    },
-    base="optional",
-)
-def multislerp(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class MultiSlerpParams(MethodParams):
+    """Global parameters of multislerp."""
+
+    normalize_weights: bool = param(True, doc="divide weights by their sum")
+    eps: float = param(1e-8, ge=0.0, doc="numerical guard")
+
+
+@merge_method("multislerp", version="1", per_model=Weight, params=MultiSlerpParams)
+def multislerp(inputs: MergeInputs[Weight, MultiSlerpParams]) -> torch.Tensor:
     """Barycentric interpolation on the hypersphere via the tangent space at the weighted mean."""
+    tensors, base, eps = inputs.tensors, inputs.base, inputs.params.eps
     check_shapes("multislerp", tensors, base)
     if len(tensors) == 1:
         return tensors[0].clone()  # mergekit: nothing to interpolate (the base is ignored)
-    weights = per_model("multislerp", "weight", model_params)
-    eps = number("multislerp", "eps", params.get("eps", 1e-8), lo=0.0)
-    if flag("multislerp", "normalize_weights", params.get("normalize_weights", True)):
+    weights = [m.weight for m in inputs.models]
+    if inputs.params.normalize_weights:
         total = sum(weights)
         if total == 0:
             raise MergeError(

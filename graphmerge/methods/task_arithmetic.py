@@ -12,115 +12,169 @@ A variant only chooses the sparsifier, the default consensus and the normalize/r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Literal
 
-from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
 from graphmerge.methods import sparsify as sp
-from graphmerge.methods._common import (
-    check_shapes,
-    choice,
-    flag,
-    generator_for,
-    number,
-    per_model,
-    require_base,
-)
-from graphmerge.methods.registry import ParamSpec, merge_method
+from graphmerge.methods._common import check_shapes, generator_for, require_base
+from graphmerge.methods.params import MethodParams, param, with_defaults
+from graphmerge.methods.registry import MergeInputs, merge_method, named
 
-CONSENSUS = ("none", "sum", "count")
+Consensus = Literal["none", "sum", "count"]
 
 
 @dataclass(frozen=True)
+class TaskVectorWeight(MethodParams):
+    """Per model of the task-arithmetic family: its task vector's weight and kept density."""
+
+    weight: float = param(doc="scale of this model's task vector (required, as in mergekit)")
+    density: float = param(1.0, ge=0.0, le=1.0, doc="fraction of the task vector kept")
+
+
+@dataclass(frozen=True)
+class BreadcrumbsWeight(TaskVectorWeight):
+    """Per model of breadcrumbs: also the share of outliers dropped."""
+
+    gamma: float = param(0.01, ge=0.0, le=1.0, doc="fraction of largest-magnitude deltas removed")
+
+
+@dataclass(frozen=True)
+class DellaWeight(TaskVectorWeight):
+    """Per model of DELLA: also the spread of keep probabilities around density."""
+
+    epsilon: float = param(0.15, ge=0.0, le=1.0, doc="keep probability spread: density +/- epsilon")
+
+    def check(self) -> str | None:
+        d, eps = self.density, self.epsilon
+        if 0 < d < 1 and (d + eps >= 1 or d - eps <= 0):
+            return (
+                f"density {d:g} +/- epsilon {eps:g} must stay inside (0, 1): "
+                "lower epsilon or move density away from 0 and 1"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class TaskArithmeticParams(MethodParams):
+    """Defaults of normalize, rescale and consensus_method are the variant's (`Variant`)."""
+
+    normalize: bool = param(False, doc="divide by the sum of (agreeing) weights")
+    rescale: bool = param(False, doc="rescale sparsified task vectors (see rescale_norm)")
+    lam: float = param(1.0, name="lambda", doc="scale of the merged task vector")
+    consensus_method: Consensus = param("none", doc="sign election: none | sum (TIES) | count")
+    rescale_norm: Literal["l1", "l2", "linf", "inverse"] = param(
+        "l1", doc="l1 (mergekit) | l2 | linf | inverse (papers: 1/p)"
+    )
+    normalize_by: Literal["weight", "count"] = param(
+        "weight", doc="weight (mergekit) | count (TIES paper disjoint mean)"
+    )
+    int8_mask: bool = param(False, doc="accepted for mergekit configs; no effect on results")
+
+
+if TYPE_CHECKING:
+    # A drop rule: (task vector, its model's parameters, generator) -> (keep mask or None = keep all,
+    # keep probability for `inverse` rescaling).
+    Drop = Callable[
+        [torch.Tensor, TaskVectorWeight, torch.Generator | None],
+        tuple[torch.Tensor | None, torch.Tensor | float],
+    ]
+
+
+def _magnitude(delta: torch.Tensor, p: TaskVectorWeight, generator: torch.Generator | None):
+    return sp.magnitude_mask(delta, p.density), p.density
+
+
+def _random(delta: torch.Tensor, p: TaskVectorWeight, generator: torch.Generator | None):
+    return sp.random_mask(delta, p.density, generator_for(delta, generator)), p.density
+
+
+def _outliers(delta: torch.Tensor, p: BreadcrumbsWeight, generator: torch.Generator | None):
+    return sp.outlier_mask(delta, p.density, p.gamma), p.density
+
+
+def _della(delta: torch.Tensor, p: DellaWeight, generator: torch.Generator | None):
+    if p.density >= 1:
+        return None, p.density
+    if p.density <= 0:
+        delta.zero_()
+        return None, p.density
+    keep_prob = sp.della_probabilities(delta, p.density, p.epsilon)
+    g = generator_for(delta, generator)
+    return torch.rand(delta.shape, generator=g, device=delta.device) < keep_prob, keep_prob
+
+
+@dataclass(frozen=True)
+class Sparsifier:
+    per_model: type[TaskVectorWeight]
+    drop: Drop | None = None
+    stochastic: bool = False
+
+
+class Sparsify(Enum):
+    """Step 2 of the recipe: what each task vector loses, and the per-model parameters it reads."""
+
+    NONE = Sparsifier(per_model=TaskVectorWeight)
+    MAGNITUDE = Sparsifier(per_model=TaskVectorWeight, drop=_magnitude)
+    RANDOM = Sparsifier(per_model=TaskVectorWeight, drop=_random, stochastic=True)
+    OUTLIERS = Sparsifier(per_model=BreadcrumbsWeight, drop=_outliers)
+    DELLA = Sparsifier(per_model=DellaWeight, drop=_della, stochastic=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
+    """One method of the family: its drop rule and the defaults it gives the global parameters."""
+
     name: str
-    sparsify: str | None  # None | "magnitude" | "random" | "outliers" | "della"
-    consensus: str  # default consensus_method
-    normalize: bool  # default `normalize`
-    rescale: bool  # default `rescale`
+    sparsify: Sparsify
     doc: str
+    consensus: Consensus = "none"  # default consensus_method
+    normalize: bool = False  # default `normalize`
+    rescale: bool = False  # default `rescale`
+
+    def params(self) -> type[TaskArithmeticParams]:
+        return with_defaults(
+            TaskArithmeticParams,
+            "".join(part.title() for part in self.name.split("_")) + "Params",
+            normalize=self.normalize,
+            rescale=self.rescale,
+            consensus_method=self.consensus,
+        )
 
 
+# fmt: off
 VARIANTS = (
-    Variant(
-        "task_arithmetic", None, "none", False, False, "Task arithmetic: base + sum of weighted task vectors."
-    ),
-    Variant("ties", "magnitude", "sum", True, False, "TIES: trim by magnitude, elect sign, disjoint merge."),
-    Variant(
-        "dare_linear", "random", "none", False, True, "DARE: random drop + rescale, then task arithmetic."
-    ),
-    Variant("dare_ties", "random", "sum", False, True, "DARE with TIES sign consensus."),
-    Variant(
-        "breadcrumbs", "outliers", "none", False, False, "Model breadcrumbs: drop small and outlier deltas."
-    ),
-    Variant(
-        "breadcrumbs_ties", "outliers", "sum", False, False, "Model breadcrumbs with TIES sign consensus."
-    ),
-    Variant("della", "della", "sum", True, True, "DELLA: magnitude-ranked random drop with TIES consensus."),
-    Variant("della_linear", "della", "none", False, True, "DELLA drop followed by plain task arithmetic."),
+    Variant(name="task_arithmetic", sparsify=Sparsify.NONE,
+            doc="Task arithmetic: base + sum of weighted task vectors."),
+    Variant(name="ties", sparsify=Sparsify.MAGNITUDE, consensus="sum", normalize=True,
+            doc="TIES: trim by magnitude, elect sign, disjoint merge."),
+    Variant(name="dare_linear", sparsify=Sparsify.RANDOM, rescale=True,
+            doc="DARE: random drop + rescale, then task arithmetic."),
+    Variant(name="dare_ties", sparsify=Sparsify.RANDOM, consensus="sum", rescale=True,
+            doc="DARE with TIES sign consensus."),
+    Variant(name="breadcrumbs", sparsify=Sparsify.OUTLIERS,
+            doc="Model breadcrumbs: drop small and outlier deltas."),
+    Variant(name="breadcrumbs_ties", sparsify=Sparsify.OUTLIERS, consensus="sum",
+            doc="Model breadcrumbs with TIES sign consensus."),
+    Variant(name="della", sparsify=Sparsify.DELLA, consensus="sum", normalize=True, rescale=True,
+            doc="DELLA: magnitude-ranked random drop with TIES consensus."),
+    Variant(name="della_linear", sparsify=Sparsify.DELLA, rescale=True,
+            doc="DELLA drop followed by plain task arithmetic."),
 )
-
-
-def _model_specs(v: Variant) -> dict[str, ParamSpec]:
-    specs = {
-        "weight": ParamSpec(None, float, doc="scale of this model's task vector (required, as in mergekit)"),
-        "density": ParamSpec(1.0, float, 0.0, 1.0, "fraction of the task vector kept"),
-    }
-    if v.sparsify == "outliers":
-        specs["gamma"] = ParamSpec(0.01, float, 0.0, 1.0, "fraction of largest-magnitude deltas removed")
-    if v.sparsify == "della":
-        specs["epsilon"] = ParamSpec(0.15, float, 0.0, 1.0, "keep probability spread: density +/- epsilon")
-    return specs
-
-
-def _global_specs(v: Variant) -> dict[str, ParamSpec]:
-    return {
-        "normalize": ParamSpec(v.normalize, bool, doc="divide by the sum of (agreeing) weights"),
-        "rescale": ParamSpec(v.rescale, bool, doc="rescale sparsified task vectors (see rescale_norm)"),
-        "lambda": ParamSpec(1.0, float, doc="scale of the merged task vector"),
-        "consensus_method": ParamSpec(v.consensus, str, doc="sign election: none | sum (TIES) | count"),
-        "rescale_norm": ParamSpec("l1", str, doc="l1 (mergekit) | l2 | linf | inverse (papers: 1/p)"),
-        "normalize_by": ParamSpec("weight", str, doc="weight (mergekit) | count (TIES paper disjoint mean)"),
-        "int8_mask": ParamSpec(False, bool, doc="accepted for mergekit configs; no effect on results"),
-    }
+# fmt: on
 
 
 def _sparsify(
-    v: Variant,
+    drop: Drop,
     delta: torch.Tensor,
-    p: Mapping[str, Any],
-    i: int,
+    p: TaskVectorWeight,
     rescale_norm: str | None,
     generator: torch.Generator | None,
 ) -> None:
     """Sparsify one task vector in place (delta is a row of the stacked buffer)."""
-    who = f" of model {i}"
-    density = number(v.name, "density", p.get("density", 1.0), lo=0.0, hi=1.0, who=who)
-    keep_prob: torch.Tensor | float = density
-    if v.sparsify == "magnitude":
-        mask = sp.magnitude_mask(delta, density)
-    elif v.sparsify == "outliers":
-        gamma = number(v.name, "gamma", p.get("gamma", 0.01), lo=0.0, hi=1.0, who=who)
-        mask = sp.outlier_mask(delta, density, gamma)
-    elif v.sparsify == "random":
-        mask = sp.random_mask(delta, density, generator_for(delta, generator))
-    else:  # della
-        eps = number(v.name, "epsilon", p.get("epsilon", 0.15), lo=0.0, hi=1.0, who=who)
-        if density >= 1:
-            return
-        if density <= 0:
-            delta.zero_()
-            return
-        if density + eps >= 1 or density - eps <= 0:
-            raise MergeError(
-                f"{v.name}: model {i} density {density:g} +/- epsilon {eps:g} must stay inside (0, 1)",
-                fix="lower epsilon or move density away from 0 and 1",
-            )
-        keep_prob = sp.della_probabilities(delta, density, eps)
-        g = generator_for(delta, generator)
-        mask = torch.rand(delta.shape, generator=g, device=delta.device) < keep_prob
+    mask, keep_prob = drop(delta, p, generator)
     if mask is None:
         return
     use_norm = rescale_norm is not None and rescale_norm != "inverse"
@@ -131,44 +185,33 @@ def _sparsify(
 
 
 def generalized_task_arithmetic(
-    v: Variant,
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-    generator: torch.Generator | None,
+    v: Variant, x: MergeInputs[TaskVectorWeight, TaskArithmeticParams]
 ) -> torch.Tensor:
-    base = require_base(v.name, base)
-    check_shapes(v.name, tensors, base)
-    if not tensors:
+    base = require_base(v.name, x.base)
+    check_shapes(v.name, x.tensors, base)
+    if not x.tensors:
         return base.clone()
-    weights = per_model(v.name, "weight", model_params)
-    # Checked even where unused (task_arithmetic) so a bad value never passes silently.
-    per_model(v.name, "density", [{"density": p.get("density", 1.0)} for p in model_params], lo=0.0, hi=1.0)
-    consensus = choice(v.name, "consensus_method", params.get("consensus_method", v.consensus), CONSENSUS)
-    normalize = flag(v.name, "normalize", params.get("normalize", v.normalize))
-    do_rescale = flag(v.name, "rescale", params.get("rescale", v.rescale))
-    norm = choice(v.name, "rescale_norm", params.get("rescale_norm", "l1"), sp.RESCALE_NORMS)
-    normalize_by = choice(v.name, "normalize_by", params.get("normalize_by", "weight"), ("weight", "count"))
-    lam = number(v.name, "lambda", params.get("lambda", 1.0))
+    p = x.params
+    weights = [m.weight for m in x.models]
+    drop = v.sparsify.value.drop
 
     # One (N, *shape) buffer: deltas are written, sparsified and weighted in place.
-    deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-    for i, x in enumerate(tensors):
-        torch.sub(x, base, out=deltas[i])
-        if v.sparsify is not None:
-            _sparsify(v, deltas[i], model_params[i], i, norm if do_rescale else None, generator)
+    deltas = torch.empty((len(x.tensors), *base.shape), dtype=base.dtype, device=base.device)
+    for i, t in enumerate(x.tensors):
+        torch.sub(t, base, out=deltas[i])
+        if drop is not None:
+            _sparsify(drop, deltas[i], x.models[i], p.rescale_norm if p.rescale else None, x.generator)
     w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device).view(-1, *([1] * base.dim()))
     deltas.mul_(w)
 
-    if consensus == "none":
+    if p.consensus_method == "none":
         mixed = deltas.sum(dim=0)
-        if normalize:
+        if p.normalize:
             total = sum(weights)
             mixed /= total if abs(total) >= 1e-8 else 1.0
     else:
         # Elected sign: sign of the summed weighted deltas (sum) or of the vote count (count); ties -> +.
-        votes = deltas.sum(dim=0) if consensus == "sum" else torch.sign(deltas).sum(dim=0)
+        votes = deltas.sum(dim=0) if p.consensus_method == "sum" else torch.sign(deltas).sum(dim=0)
         elected = torch.where(votes >= 0, 1.0, -1.0)
         del votes
         # mergekit keeps sign(d) == elected; zeros never agree. Zero the rest in place, so afterwards
@@ -176,9 +219,9 @@ def generalized_task_arithmetic(
         deltas.mul_(torch.mul(deltas, elected) > 0)
         del elected
         mixed = deltas.sum(dim=0)
-        if normalize:
+        if p.normalize:
             agree = deltas != 0
-            if normalize_by == "count":
+            if p.normalize_by == "count":
                 divisor = agree.sum(dim=0, dtype=deltas.dtype)
             else:
                 divisor = torch.zeros_like(mixed)
@@ -186,32 +229,17 @@ def generalized_task_arithmetic(
                     divisor.add_(agree[i].to(deltas.dtype), alpha=wt)
             del agree
             mixed /= divisor.add_(divisor == 0)  # no agreeing model: divide by 1, not 0
-    if lam != 1.0:
-        mixed *= lam
+    if p.lam != 1.0:
+        mixed *= p.lam
     return mixed.add_(base)
 
 
-def _register(v: Variant) -> None:
-    def fn(
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        model_params: Sequence[Mapping[str, Any]],
-        params: Mapping[str, Any],
-        generator: torch.Generator | None,
-    ) -> torch.Tensor:
-        return generalized_task_arithmetic(v, tensors, base, model_params, params, generator)
-
-    fn.__doc__ = v.doc
-    fn.__name__ = fn.__qualname__ = v.name
+for _v in VARIANTS:
     merge_method(
-        v.name,
+        _v.name,
         version="1",
-        model_params=_model_specs(v),
-        global_params=_global_specs(v),
+        per_model=_v.sparsify.value.per_model,
+        params=_v.params(),
         base="required",
-        stochastic=v.sparsify in ("random", "della"),
-    )(fn)
-
-
-for _variant in VARIANTS:
-    _register(_variant)
+        stochastic=_v.sparsify.value.stochastic,
+    )(named(_v.name, _v.doc, generalized_task_arithmetic, _v))

@@ -10,13 +10,12 @@ O(T m n r), cubic in the width for square matrices.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, polar, task_vector_method
-from graphmerge.methods.registry import ParamSpec
+from graphmerge.methods._spectral import SpectralParams, is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods.params import param
 
 
 def kept_rank(k: float, n_tasks: int, full_rank: int) -> int:
@@ -39,13 +38,14 @@ def tsv_task_vector(deltas: Sequence[torch.Tensor], k: float) -> torch.Tensor:
     return (u_orth * torch.cat(ss)) @ v_orth
 
 
-@task_vector_method(
-    "tsv_m",
-    version="1",
-    global_params={
-        "k": ParamSpec(0.0, float, 0.0, 1.0, "fraction of each task's singular triplets kept (0: 1/T)")
-    },
-    doc="TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed.",
-)
-def tsv_m(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
-    return tsv_task_vector(deltas, number(name, "k", params.get("k", 0.0), lo=0.0, hi=1.0))
+@dataclass(frozen=True)
+class TSVParams(SpectralParams):
+    """Global parameters of tsv_m."""
+
+    k: float = param(0.0, ge=0.0, le=1.0, doc="fraction of each task's singular triplets kept (0: 1/T)")
+
+
+@task_vector_method("tsv_m", version="1", params=TSVParams)
+def tsv_m(deltas: list[torch.Tensor], params: TSVParams) -> torch.Tensor:
+    """TSV-M: low-rank task singular vectors, decorrelated by Procrustes, summed."""
+    return tsv_task_vector(deltas, params.k)

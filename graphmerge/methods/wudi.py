@@ -17,14 +17,12 @@ product whatever the number of tasks. Memory: the n x n matrix A besides the tas
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from graphmerge.errors import MergeError
 from graphmerge.lazy import torch
-from graphmerge.methods._common import number
-from graphmerge.methods._spectral import is_matrix, mean_vector, task_vector_method
-from graphmerge.methods.registry import ParamSpec
+from graphmerge.methods._spectral import SpectralParams, is_matrix, mean_vector, task_vector_method
+from graphmerge.methods.params import param
 
 
 def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> torch.Tensor:
@@ -53,17 +51,15 @@ def wudi_task_vector(deltas: Sequence[torch.Tensor], steps: int, lr: float) -> t
     return merged
 
 
-@task_vector_method(
-    "wudi",
-    version="2",
-    global_params={
-        "steps": ParamSpec(300, int, 0, 100000, "Adam steps per matrix"),
-        "lr": ParamSpec(1e-5, float, 0.0, 1.0, "Adam learning rate"),
-    },
-    doc="WUDI: the task vector minimising interference with every task's own directions (Adam).",
-)
-def wudi(name: str, deltas: list[torch.Tensor], params: Mapping[str, Any]) -> torch.Tensor:
-    steps = number(name, "steps", params.get("steps", 300), lo=0, hi=100000)
-    if steps != int(steps):
-        raise MergeError(f"{name}: parameter `steps` = {steps:g} must be a whole number")
-    return wudi_task_vector(deltas, int(steps), number(name, "lr", params.get("lr", 1e-5), lo=0.0, hi=1.0))
+@dataclass(frozen=True)
+class WudiParams(SpectralParams):
+    """Global parameters of wudi."""
+
+    steps: int = param(300, ge=0, le=100000, doc="Adam steps per matrix")
+    lr: float = param(1e-5, ge=0.0, le=1.0, doc="Adam learning rate")
+
+
+@task_vector_method("wudi", version="2", params=WudiParams)
+def wudi(deltas: list[torch.Tensor], params: WudiParams) -> torch.Tensor:
+    """WUDI: the task vector minimising interference with every task's own directions (Adam)."""
+    return wudi_task_vector(deltas, params.steps, params.lr)

@@ -10,9 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from graphmerge.errors import MergeError, ModelError
 from graphmerge.hashing import digest
 from graphmerge.lazy import torch
-from graphmerge.methods import get_method
-from graphmerge.methods.registry import MergeMethod, ParamSpec
-from graphmerge.nodes.parameters import depth_position, resolve_params
+from graphmerge.methods import MergeInputs, MethodParams, get_method
+from graphmerge.methods.registry import MergeMethod
+from graphmerge.nodes.parameters import ParamValue, depth_position, resolve_params, resolve_value
 from graphmerge.nonfinite import all_finite, describe_nonfinite
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
@@ -25,7 +25,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 MERGE_NODE_OF: dict[str, str] = {}
 
 
-class MergeSpec(NodeParams):
+class MergeParams(NodeParams):
     method: str = Field(description="merge method name (graphmerge nodes lists them)")
     base: str | None = Field(None, description="base model node (task vectors are taken against it)")
     models: dict[str, dict[str, Any] | None] = Field(description="model node -> per-model parameters")
@@ -59,9 +59,11 @@ class MergeSpec(NodeParams):
         return value
 
     @model_validator(mode="after")
-    def _known_params(self) -> MergeSpec:
+    def _known_params(self) -> MergeParams:
         method = get_method(self.method)
         for ref, values in self.models.items():
+            if ref == self.base:
+                continue  # checked below: at most the `weight` a method's base_weight stands for
             for key in values or {}:
                 if key not in method.model_params:
                     known = ", ".join(method.model_params) or "none"
@@ -83,10 +85,15 @@ class MergeSpec(NodeParams):
         if method.base == "none" and self.base is not None:
             raise ValueError(f"method {self.method} takes no `base`; list every model under `models`")
         base_entry = self.models.get(self.base) if self.base else None
-        if base_entry and not (self.method == "linear" and set(base_entry) == {"weight"}):
+        if base_entry and not (method.base_weight and set(base_entry) == {"weight"}):
             raise ValueError(
                 f"models.{self.base}: the base takes no per-model parameters for {self.method} "
                 "(list it under `base:` only)"
+            )
+        if base_entry and method.base_weight in self.params:
+            raise ValueError(
+                f"models.{self.base}.weight and params.{method.base_weight} both weigh the base of "
+                f"{self.method}: keep one"
             )
         n = len([r for r in self.models if r != self.base])
         if n < method.min_models or (method.max_models is not None and n > method.max_models):
@@ -110,8 +117,8 @@ def merge_tensor(
     *tensors: torch.Tensor,
     method: str,
     method_version: str,
-    model_params: list[dict[str, Any]],
-    params: dict[str, Any],
+    model_params: tuple[MethodParams, ...],
+    params: MethodParams,
     has_base: bool,
     seed: int,
     out_dtype: str,
@@ -128,45 +135,42 @@ def merge_tensor(
     if m.stochastic:
         generator = torch.Generator(device=models[0].device)
         generator.manual_seed(seed)
-    if m.statistics:
-        out = m.fn(models, base, model_params, params, generator, statistics=stats)
-    else:
-        out = m.fn(models, base, model_params, params, generator)
+    out = m(MergeInputs(models, base, model_params, params, generator, stats))
     out = out.to(getattr(torch, out_dtype))
     # Checked after the cast: a finite float32 result can still overflow a float16 output.
     if not allow_nonfinite and not all_finite(out) and all(all_finite(t) for t in as_float):
         raise MergeError(
             f"merge method {method} produced {describe_nonfinite(out)} ({out_dtype}) from finite inputs "
-            f"(parameters {params}, per model {model_params})",
+            f"(parameters {params.model_dump()}, per model {[p.model_dump() for p in model_params]})",
             fix="check the method's parameters and dtype, or set `allow_nonfinite: true` on the merge node",
         )
     return out
 
 
-def _fill(specs: Mapping[str, ParamSpec], given: dict[str, Any], where: str) -> dict[str, Any]:
-    out = {}
-    for key, spec in specs.items():
-        value = given.get(key, spec.default)
-        if value is None:
-            raise MergeError(
-                f"parameter '{key}' has no value", where=where, fix=f"set `{key}` (it has no default)"
-            )
-        if spec.kind in (float, int) and not isinstance(value, bool):
-            if not isinstance(value, (int, float)):
-                raise MergeError(f"parameter '{key}' must be a number, got {value!r}", where=where)
-            if (spec.minimum is not None and value < spec.minimum) or (
-                spec.maximum is not None and value > spec.maximum
-            ):
-                raise MergeError(
-                    f"parameter '{key}'={value} is outside [{spec.minimum}, {spec.maximum}]", where=where
-                )
-            value = spec.kind(value)
-        out[key] = value
-    return out
+def tensor_params(
+    method: MergeMethod,
+    models: Mapping[str, Mapping[str, ParamValue]],
+    params: Mapping[str, ParamValue],
+    *,
+    tensor: str,
+    position: float,
+    base: Mapping[str, ParamValue] | None = None,
+    where: str | None = None,
+) -> tuple[tuple[MethodParams, ...], MethodParams]:
+    """The one resolution of a merge's parameters for one tensor: filters and gradients picked for
+    the tensor's name and depth, the base's own `weight` where the method declares one, then the
+    method's declared types, defaults and ranges. `models`: per-model values by model name."""
+    per_model = [
+        (ref, resolve_params(values, tensor, position, f"models.{ref}")) for ref, values in models.items()
+    ]
+    global_values = resolve_params(params, tensor, position, "params")
+    if base and method.base_weight:
+        global_values[method.base_weight] = resolve_value(base["weight"], tensor, position, "base weight")
+    return method.resolve(per_model, global_values, where=where)
 
 
 def plan_merge(
-    spec: MergeSpec,
+    spec: MergeParams,
     models: Mapping[str, Model],
     *,
     graph_seed: int,
@@ -211,16 +215,14 @@ def plan_merge(
             "embed" if layout.role(name) == "embedding" else "other",
             spec.head_position,
         )
-        per_model = [
-            _fill(
-                method.model_params,
-                resolve_params(spec.models[ref] or {}, name, position, f"models.{ref}"),
-                where_t,
-            )
-            for ref in model_refs
-        ]
-        global_params = _fill(
-            method.global_params, resolve_params(spec.params, name, position, "params"), where_t
+        per_model, global_params = tensor_params(
+            method,
+            {ref: spec.models[ref] or {} for ref in model_refs},
+            spec.params,
+            tensor=name,
+            position=position,
+            base=spec.models.get(base_ref) if base_ref else None,
+            where=where_t,
         )
         dtype = spec.dtype or inputs[0].dtype or "float32"
         # A tensor gets statistics only when every model has one (RegMean: linear weights only).
@@ -246,7 +248,7 @@ def plan_merge(
 
 
 def _statistics_of(
-    spec: MergeSpec, values: Mapping[str, Any], model_refs: list[str], method: MergeMethod, where: str
+    spec: MergeParams, values: Mapping[str, Any], model_refs: list[str], method: MergeMethod, where: str
 ) -> list[Mapping[str, TensorTask]]:
     """Per model (in `models` order), its statistics by tensor name."""
     from graphmerge.nodes.statistics import Statistics
@@ -266,12 +268,12 @@ def _statistics_of(
     return [value.for_model(values[ref], ref, where) for ref in model_refs]
 
 
-def describe(spec: MergeSpec) -> str:
+def describe(spec: MergeParams) -> str:
     return f"{spec.method}({', '.join(spec.refs())})"
 
 
-@node("merge", version="1", params=MergeSpec, inputs=lambda p: p.input_refs())
-def merge_node(ctx, params: MergeSpec, inputs: Mapping[str, Model]) -> Model:
+@node("merge", version="1", params=MergeParams, inputs=lambda p: p.input_refs())
+def merge_node(ctx, params: MergeParams, inputs: Mapping[str, Model]) -> Model:
     """Merge models tensor by tensor with a registered merge method."""
     tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")
     MERGE_NODE_OF.update((t.key, ctx.node_name) for t in tasks.values())

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from graphmerge.errors import ModelError
 from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers, scale_branch_output
 from graphmerge.lazy import torch
-from graphmerge.nodes.merge import MergeSpec, describe, plan_merge
+from graphmerge.nodes.merge import MergeParams, describe, plan_merge
 from graphmerge.nodes.parameters import at_position
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
@@ -29,7 +29,7 @@ def fold_scale(x: torch.Tensor, *, scale: float, offset: float) -> torch.Tensor:
 
 class SliceEntry(NodeParams):
     model: str | None = Field(None, description="copy layers from this model")
-    merge: MergeSpec | None = Field(None, description="or merge these layers of several models")
+    merge: MergeParams | None = Field(None, description="or merge these layers of several models")
     layers: tuple[int, int] = Field(description="[start, end): source layer range, end exclusive")
     scale: float = Field(
         1.0, description="multiplies each layer's residual-branch outputs (folded into weights)"
@@ -153,7 +153,7 @@ def _with_head(model: Model, head: Model) -> Model:
     return model.with_tensors(tensors)
 
 
-def _spec_at(spec: MergeSpec, position: float) -> MergeSpec:
+def _spec_at(spec: MergeParams, position: float) -> MergeParams:
     models = {
         ref: {k: at_position(v, position) for k, v in (vals or {}).items()}
         for ref, vals in spec.models.items()
