@@ -49,7 +49,7 @@ class Journal:
                 text = path.read_text(encoding="ascii", errors="replace")
             except OSError:
                 continue
-            for line in text.splitlines():
+            for line in text.split("\n")[:-1]:  # a last line without its newline is torn
                 parts = line.split(" ")
                 if len(parts) == 3 and parts[1] in "+-":
                     try:
