@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -40,6 +39,8 @@ FOLDERS = (*RECORD_KINDS, "tokenizers", "journal")
 
 def sqlite_ok(db: Path) -> bool:
     """An SQLite file that passes SQLite's own check."""
+    import sqlite3  # only old caches have one: not imported on every start
+
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
