@@ -34,7 +34,7 @@ from typing import Any, Literal
 from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import SpecError
 from graphmerge.lazy import torch
-from graphmerge.store import CacheMiss, DiskStore, Store
+from graphmerge.store import CacheMiss, Store, open_store
 from graphmerge.store.legacy import sqlite_ok
 
 __all__ = ["Cache", "CacheMiss", "CacheSettings", "VerifyReport", "atomic_write_bytes", "default_cache_dir"]
@@ -223,7 +223,7 @@ class Cache:
         if store is None:
             if root is None:
                 raise TypeError("Cache needs a root folder or a store")
-            store = DiskStore(root, log)
+            store = open_store(root, log)
         self.store = store
         self.root = store.root
         self.settings = settings or CacheSettings()
@@ -245,6 +245,11 @@ class Cache:
         self.peak_disk_bytes = 0  # blobs plus the one being written, as this process accounts them
         # The executor's reader and writer threads share the cache with the compute loop.
         self._lock = threading.RLock()
+
+    @property
+    def location(self) -> str:
+        """Where the entries live: the folder, or the fsspec URL (what another process opens)."""
+        return self.store.location
 
     @property
     def blob_dir(self) -> Path:

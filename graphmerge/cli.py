@@ -216,9 +216,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from graphmerge.cache import Cache, default_cache_dir
     from graphmerge.io.save import parse_size
+    from graphmerge.store import store_url
 
     root = args.cache_dir or default_cache_dir()
-    if not Path(root).exists():
+    if store_url(root) is None and not Path(root).exists():
         raise GraphmergeError(f"no cache at {root}", fix="run a graph first or pass --cache-dir")
     cache = Cache(root)
     try:

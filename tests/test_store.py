@@ -23,16 +23,32 @@ def _t(seed: int, n: int = 16 * 1024) -> torch.Tensor:  # 64 KiB of float32
     return torch.randn(n, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(params=["disk", "memory"])
+def _fsspec_store(protocol: str, tmp_path: Path) -> Store:
+    from graphmerge.store.remote import FsspecStore
+
+    where = f"memory://{tmp_path.name}" if protocol == "memory" else f"file://{tmp_path}/remote"
+    return FsspecStore(where, local=tmp_path / "local")
+
+
+@pytest.fixture(params=["disk", "memory", "fsspec-memory", "fsspec-file"])
 def store(request, tmp_path) -> Store:
-    made = DiskStore(tmp_path / "cache") if request.param == "disk" else MemoryStore()
+    if request.param.startswith("fsspec-"):
+        made = _fsspec_store(request.param.removeprefix("fsspec-"), tmp_path)
+    else:
+        made = DiskStore(tmp_path / "cache") if request.param == "disk" else MemoryStore()
     yield made
     made.close()
+
+
+def _flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
 def _damage_blob(store: Store, key: str) -> None:
     if isinstance(store, MemoryStore):
         store.corrupt_blob(key)
+    elif hasattr(store, "fs"):
+        store.fs.pipe_file(store.blob_path(key), _flip_last_byte(store.fs.cat_file(store.blob_path(key))))
     else:
         path = store.blob_path(key)
         data = bytearray(path.read_bytes())
@@ -45,9 +61,10 @@ def _damage_record(store: Store, kind: str, key) -> None:
 
     name = record_name(key)
     if isinstance(store, MemoryStore):
-        data = bytearray(store._records[kind][name])
-        data[-1] ^= 0xFF
-        store._records[kind][name] = bytes(data)
+        store._records[kind][name] = _flip_last_byte(store._records[kind][name])
+    elif hasattr(store, "fs"):
+        path = store._record_path(kind, key)
+        store.fs.pipe_file(path, _flip_last_byte(store.fs.cat_file(path)))
     else:
         path = store.root / kind / name[:2] / f"{name}.rec"
         data = bytearray(path.read_bytes())
@@ -108,6 +125,8 @@ def test_folders_are_written_once_with_a_manifest_that_verify_checks(store):
     assert json.loads((first / "tokenizer.json").read_text()) == {"v": 1}
     assert store.verify().corrupted == ()
     (first / "tokenizer.json").write_text('{"v": 2}')  # edited behind graphmerge's back
+    if hasattr(store, "fs"):  # and the shared copy, which other machines download
+        store.fs.pipe_file(f"{store.location}/tokenizers/tok1/tokenizer.json", b'{"v": 2}')
     report = store.verify(repair=True)
     assert report.corrupted == (("tokenizers", "tok1"),) and report.checked["tokenizers"] == 1
     assert not first.exists()

@@ -111,6 +111,11 @@ def _verify_clean(root: Path, err: str) -> None:
     assert report.ok and report.kinds["tokenizers"] == 1, json.dumps(report.kinds)
 
 
+def _unknown_protocol(root: Path) -> list[str]:
+    _cache(root)
+    return [*RUN, "--cache-dir", "nosuchfs://bucket/cache"]
+
+
 CASES = [
     Case(
         "store_results_folder_is_a_file_run",
@@ -131,4 +136,9 @@ CASES = [
     ),
     Case("store_killed_writer_gc", _killed_writer, exit_code=0, check=_no_temp_left),
     Case("store_torn_journal_verify", _journal_torn, exit_code=0, check=_verify_clean),
+    Case(
+        "store_unknown_url_protocol_run",
+        _unknown_protocol,
+        mentions=("--cache-dir", "nosuchfs", "fsspec URL"),
+    ),
 ]
