@@ -190,7 +190,7 @@ class TrialRunner:
         self.graph_file = ctx.graph.file
         self.graph_dir = ctx.graph.dir
         self.variables = dict(ctx.graph.vars)
-        self.cache_root = ctx.cache.root
+        self.cache_root = ctx.cache.location  # a folder or an fsspec URL: what a worker opens
         self.device = str(ctx.device)
         self.trust_remote_code = ctx.trust_remote_code
 
