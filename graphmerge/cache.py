@@ -202,12 +202,7 @@ class DigestMemo:
             self.fresh.add(key)
 
     def __len__(self) -> int:
-        return _count(self.store, "digests")
-
-
-def _count(store: Store, kind: str) -> int:
-    counter = getattr(store, "count_records", None)
-    return counter(kind) if counter is not None else sum(1 for _ in store.records(kind))
+        return self.store.count_records("digests")
 
 
 class Cache:
@@ -476,8 +471,8 @@ class Cache:
             "path": self.store.location,
             "tensors": len(blobs),
             "tensor_bytes": sum(b.size for b in blobs),
-            "results": _count(self.store, "results"),
-            "file_digests": _count(self.store, "digests"),
+            "results": self.store.count_records("results"),
+            "file_digests": self.store.count_records("digests"),
             "tokenizers": sum(1 for p in (self.root / "tokenizers").glob("*") if not p.name.startswith("."))
             if (self.root / "tokenizers").is_dir()
             else 0,

@@ -14,7 +14,7 @@ checks itself when read, so processes on several machines may share one store.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -44,7 +44,6 @@ class StoreCheck:
     checked: Mapping[str, int]
     missing: tuple[str, ...] = ()
     corrupted: tuple[tuple[str, str], ...] = ()
-    notes: tuple[str, ...] = field(default=())
 
 
 @runtime_checkable
@@ -64,6 +63,7 @@ class Store(Protocol):
     def get_record(self, kind: RecordKind, key: Any) -> Any | None: ...
     def put_record(self, kind: RecordKind, key: Any, value: Any) -> None: ...
     def records(self, kind: RecordKind) -> Iterator[tuple[Any, Any]]: ...
+    def count_records(self, kind: RecordKind) -> int: ...
 
     # folders
     def folder(self, kind: str, key: str, fill: Callable[[Path], None]) -> Path: ...
