@@ -29,6 +29,7 @@ from graphmerge.tensorfile import BadTensorFile, read_tensor_file, write_tensor_
 from .base import FOLDER_KINDS, RECORD_KINDS, BlobEntry, CacheMiss, RecordKind, StoreCheck
 from .entries import BadEntry, check_folder, decode_record, encode_record, make_folder, record_name
 from .journal import Journal
+from .legacy import migrate
 
 BLOB_SUFFIX = ".safetensors"
 RECORD_SUFFIX = ".rec"
@@ -51,8 +52,6 @@ class DiskStore:
         self.location = str(self.root)
         self.blob_dir = self.root / "blobs"
         self.journal = Journal(self.root / "journal")
-        from .legacy import migrate
-
         self.recovered: list[str] = migrate(self, log)
 
     # blobs ------------------------------------------------------------------------------------
