@@ -1,16 +1,15 @@
-"""The content-addressed cache: tensor blobs, node results, and memoised file digests.
+"""The cache's policy over a store: two tensor tiers, node results, memoised file digests, folders.
 
-Layout under the cache directory:
-  blobs/ab/<key>.safetensors   one tensor per file (self-describing: see graphmerge.tensorfile)
-  index/                       diskcache: tensor key -> {size, digest, shape, dtype, used, fmt}
-  results/                     diskcache: node-result key -> JSON value (evaluations, custom nodes)
-  digests/                     diskcache: (path, size, mtime) -> per-tensor digests of source files
+Where entries live is the store's business (graphmerge/store: `DiskStore`, the default, with its
+layout documented in graphmerge/store/disk.py; `MemoryStore` for tests). Every blob read is checked
+against its digest, so a corrupted or deleted blob is a cache miss (recomputed), never bad data.
+Tensors have two tiers: a memory tier (an LRU of recently used tensors, kept on the GPU while it
+has room) and the store (blobs under a byte budget, evicted least recently *used* first while a run
+goes on; last uses are the blobs' modification times, so every process sees them). Node results,
+file digests and folders are small and are never evicted.
 
-Every blob read is checked against its digest, so a corrupted or deleted blob is a cache miss
-(recomputed), never bad data. Tensors have two tiers: a memory tier (an LRU of recently used
-tensors, kept on the GPU while it has room) and the disk tier (blobs under a byte budget, evicted
-least recently *used* first while a run goes on). Node results and file digests are small and
-are never evicted. An index that SQLite cannot read is moved aside and rebuilt from the blobs.
+The disk budget is accounted per process from a scan of the blobs: processes sharing a cache each
+keep it from their own view, and rescan before evicting.
 
 `Cache(root, force=True)` (`graphmerge run --force`) treats everything stored by earlier runs as
 missing: each value is recomputed and overwrites the old entry, and what this run has written it
@@ -23,30 +22,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sqlite3
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import diskcache
-
-from graphmerge.errors import SpecError, storage_error
-from graphmerge.filemode import file_mode
+from graphmerge.atomic import atomic_write_bytes
+from graphmerge.errors import SpecError
 from graphmerge.lazy import torch
-from graphmerge.tensorfile import (
-    FORMAT,
-    BadTensorFile,
-    describe_tensor_file,
-    read_tensor_file,
-    write_tensor_file,
-)
+from graphmerge.store import CacheMiss, Store, open_store
+from graphmerge.store.legacy import sqlite_ok
+
+__all__ = ["Cache", "CacheMiss", "CacheSettings", "VerifyReport", "atomic_write_bytes", "default_cache_dir"]
 
 SearchPersist = Literal["all", "reused"]
 DEFAULT_MEMORY = 1 << 30
@@ -58,33 +49,6 @@ _TOUCH_FLUSH = 256
 def default_cache_dir() -> Path:
     env = os.environ.get("GRAPHMERGE_CACHE")
     return Path(env) if env else Path.cwd() / ".graphmerge"
-
-
-class CacheMiss(KeyError):
-    pass
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write via a temp file and a rename, so readers see the old file or the whole new one.
-    `durable=False` skips fsync: fine for cache blobs, whose digest is checked on every read (a blob
-    torn by a power cut is a cache miss, not bad data)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise (storage_error(exc, path.parent, path.name, "no file was changed") or exc) from exc
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the file from other users
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        kept = f"{path.name} is as it was and the partial file was removed"
-        raise (storage_error(exc, path.parent, path.name, kept) or exc) from exc
 
 
 def _size_setting(value: Any, name: str) -> int | None:
@@ -143,14 +107,16 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    checked: int
+    checked: int  # tensors
     missing: tuple[str, ...]
-    corrupted: tuple[str, ...]
-    recovered: tuple[str, ...] = ()  # broken indexes found on open, moved aside and rebuilt
+    corrupted: tuple[str, ...]  # tensor keys
+    recovered: tuple[str, ...] = ()  # broken or old databases found on open, moved aside or migrated
+    kinds: Mapping[str, int] = field(default_factory=dict)  # entries checked, by kind
+    corrupted_other: tuple[str, ...] = ()  # "kind/name" of records and folders that failed their check
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.corrupted
+        return not self.missing and not self.corrupted and not self.corrupted_other
 
 
 class MemoryTier:
@@ -197,76 +163,74 @@ def _gpu_has_room(device: torch.device, size: int) -> bool:
     return free - size > total // 4
 
 
-STORES = ("index", "results", "digests")
-
-
-def sqlite_ok(db: Path) -> bool:
-    """A store's SQLite file is absent (created on open) or passes SQLite's own check."""
-    if not db.exists():
-        return True
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except sqlite3.Error:
-        return False
+LEGACY_DATABASES = ("index", "results", "digests")
 
 
 def broken_store(root: Path) -> Path | None:
-    """The first of a cache's store databases that SQLite cannot read (to name it in errors)."""
-    return next((db for db in (root / s / "cache.db" for s in STORES) if not sqlite_ok(db)), None)
+    """The first of an old cache's SQLite databases that SQLite cannot read (to name it in errors)."""
+    dbs = (Path(root) / name / "cache.db" for name in LEGACY_DATABASES)
+    return next((db for db in dbs if db.exists() and not sqlite_ok(db)), None)
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-class _ThisRunOnly:
-    """A mapping over a persistent store that only sees what this process wrote (--force)."""
+class DigestMemo:
+    """File digests by (path, size, mtime), as `ModelFolder.tensor_digests` memoises them. Under
+    --force only what this process wrote is seen."""
 
-    def __init__(self, store: diskcache.Cache):
+    def __init__(self, store: Store, force: bool):
         self.store = store
-        self.fresh: set[Any] = set()
+        self.fresh: set[Any] | None = set() if force else None
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self.store.get(key, default) if key in self.fresh else default
+        if self.fresh is not None and key not in self.fresh:
+            return default
+        found = self.store.get_record("digests", key)
+        return default if found is None else found
+
+    def __getitem__(self, key: Any) -> Any:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.store[key] = value
-        self.fresh.add(key)
+        self.store.put_record("digests", key, value)
+        if self.fresh is not None:
+            self.fresh.add(key)
 
     def __len__(self) -> int:
-        return len(self.store)
-
-    def close(self) -> None:
-        self.store.close()
+        return self.store.count_records("digests")
 
 
 class Cache:
     def __init__(
         self,
-        root: Path | str,
+        root: Path | str | None = None,
         settings: CacheSettings | None = None,
         log: Callable[[str], None] = _warn,
         *,
         force: bool = False,
+        store: Store | None = None,
     ):
-        self.root = Path(root).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.blob_dir = self.root / "blobs"
+        if store is None:
+            if root is None:
+                raise TypeError("Cache needs a root folder or a store")
+            store = open_store(root, log)
+        self.store = store
+        self.root = store.root
         self.settings = settings or CacheSettings()
         self.log = log
-        self.recovered: list[str] = []
-        self._index = self._open_store("index", rebuild=self._rebuild_index)
-        self.results = self._open_store(
-            "results", lost="stored evaluation scores and node results are recomputed when needed"
-        )
-        digests = self._open_store("digests", lost="source files are re-hashed on their next use")
-        self.digests: diskcache.Cache | _ThisRunOnly = _ThisRunOnly(digests) if force else digests
+        self.recovered: list[str] = list(getattr(store, "recovered", []))
+        self.digests = DigestMemo(store, force)
         self.force = force
         self._fresh: set[str] = set()  # tensor and result keys written by this process (for --force)
         self.memory = MemoryTier(self.settings.memory)
         self._budget: int | None = None
         self._lru: OrderedDict[str, int] | None = None  # key -> size, least recently used first
+        self._scanned = 0.0
         self._disk_bytes = 0
         self._touched: dict[str, float] = {}
         self._pinned: dict[str, int] = {}
@@ -277,49 +241,23 @@ class Cache:
         # The executor's reader and writer threads share the cache with the compute loop.
         self._lock = threading.RLock()
 
-    # stores ---------------------------------------------------------------------------------
-    def _open_store(
-        self, name: str, *, rebuild: Callable[[diskcache.Cache], int] | None = None, lost: str = ""
-    ) -> diskcache.Cache:
-        folder = self.root / name
-        try:
-            if sqlite_ok(folder / "cache.db"):
-                return diskcache.Cache(str(folder))
-        except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError):
-            pass  # unreadable, or not even a folder: set it aside like a corrupt database
-        aside = self.root / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        folder.rename(aside)
-        store = diskcache.Cache(str(folder))
-        if rebuild is not None:
-            n = rebuild(store)
-            what = f"rebuilt it from the blobs ({n} tensors)"
-        else:
-            what = f"started it empty; {lost}"
-        message = f"the cache's {name} database {folder} was unreadable: moved it to {aside.name} and {what}"
-        self.recovered.append(message)
-        self.log(message)
-        return store
+    @property
+    def location(self) -> str:
+        """Where the entries live: the folder, or the fsspec URL (what another process opens)."""
+        return self.store.location
 
-    def _rebuild_index(self, store: diskcache.Cache) -> int:
-        n = 0
-        for path in sorted(self.blob_dir.glob("*/*.safetensors")):
-            if path.name.startswith("."):
-                continue
-            try:
-                info = describe_tensor_file(path)
-                used = path.stat().st_mtime
-            except (OSError, BadTensorFile):
-                path.unlink(missing_ok=True)  # torn or foreign: no index may point at it
-                continue
-            store[path.name.split(".")[0]] = _entry(info.size, info.digest, info.shape, info.dtype, used)
-            n += 1
-        return n
+    @property
+    def blob_dir(self) -> Path:
+        return self.root / "blobs"
+
+    def blob_path(self, key: str) -> Path:
+        """Where the disk store keeps a blob (for tests and tools that damage or inspect one)."""
+        return self.store.blob_path(key)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._flush_uses()
-        for c in (self._index, self.results, self.digests):
-            c.close()
+        self.store.close()
 
     # policy ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -351,9 +289,6 @@ class Cache:
                         del self._pinned[k]
 
     # tensors --------------------------------------------------------------------------------
-    def blob_path(self, key: str) -> Path:
-        return self.blob_dir / key[:2] / f"{key}.safetensors"
-
     def has_tensor(self, key: str) -> bool:
         with self._lock:
             return self._has_tensor(key)
@@ -375,18 +310,10 @@ class Cache:
     def _has_tensor(self, key: str) -> bool:
         if key in self.memory:
             return True
-        if self._stale(key):
-            return False
-        meta = self._index.get(key)
-        if meta is None or meta.get("fmt") != FORMAT:
-            return False
-        try:
-            return self.blob_path(key).stat().st_size == meta["size"]
-        except FileNotFoundError:
-            return False
+        return not self._stale(key) and self.store.has_blob(key)
 
     def on_disk(self, key: str) -> bool:
-        return key in self._index
+        return self.store.has_blob(key)
 
     def _put_tensor(self, key: str, tensor: torch.Tensor, *, always: bool = False) -> None:
         self._fresh.add(key)
@@ -410,28 +337,13 @@ class Cache:
         if not self._make_room(size, keep=key):
             return False
         self.peak_disk_bytes = max(self.peak_disk_bytes, self._disk_bytes + size)
-        path = self.blob_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the blob from other users
-            with os.fdopen(fd, "wb") as fh:
-                info = write_tensor_file(fh, tensor)
-            os.replace(tmp, path)  # no fsync: a blob torn by a power cut fails its digest check
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        old = self._index.get(key)
-        self._index[key] = _entry(info.size, info.digest, info.shape, info.dtype, time.time())
+        written = self.store.write_blob(key, tensor)
         assert self._lru is not None
-        if key in self._lru:
-            self._disk_bytes -= self._lru[key]
-        elif old is not None:
-            self._disk_bytes -= old.get("size", 0)
-        self._lru[key] = info.size
-        self._lru.move_to_end(key)
-        self._disk_bytes += info.size
-        return True
+        self._disk_bytes -= self._lru.pop(key, 0)
+        if written:
+            self._lru[key] = written
+            self._disk_bytes += written
+        return bool(written)
 
     def _get_tensor(self, key: str) -> torch.Tensor:
         value = self.memory.get(key)
@@ -439,19 +351,17 @@ class Cache:
             if key in self._seen_once:  # a second trial wants it: now it is worth a blob
                 self._seen_once.discard(key)
                 self._write_blob(key, value)
-            elif key in self._index:
+            elif self._lru is None or key in self._lru:
                 self._touch(key)
             return value
-        meta = None if self._stale(key) else self._index.get(key)
-        if meta is None:
+        if self._stale(key):
             raise CacheMiss(key)
         try:
-            if meta.get("fmt") != FORMAT:
-                raise BadTensorFile("written by an older graphmerge")
-            value, _ = read_tensor_file(self.blob_path(key), expect_digest=meta["digest"])
-        except (FileNotFoundError, BadTensorFile):
-            self._drop(key)
-            raise CacheMiss(key) from None
+            value = self.store.read_blob(key)
+        except CacheMiss:
+            if self._lru is not None and key in self._lru:
+                self._disk_bytes -= self._lru.pop(key)
+            raise
         self._touch(key)
         if self._searching:
             self.memory.put(key, value)
@@ -465,21 +375,10 @@ class Cache:
             self._flush_uses()
 
     def _flush_uses(self) -> None:
-        """Record last use in the index (batched: one transaction, not a write per read)."""
-        if not self._touched:
-            return
-        touched, self._touched = self._touched, {}
-        with self._index.transact():
-            for key, used in touched.items():
-                meta = self._index.get(key)
-                if meta is not None and meta.get("used", 0) < used:
-                    self._index[key] = {**meta, "used": used}
-
-    def _drop(self, key: str) -> None:
-        self._index.pop(key, None)
-        self.blob_path(key).unlink(missing_ok=True)
-        if self._lru is not None and key in self._lru:
-            self._disk_bytes -= self._lru.pop(key)
+        """Record last uses in the store (batched, not one metadata write per read)."""
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            self.store.touch_blobs(touched)
 
     def disk_budget(self) -> int:
         if self._budget is None:
@@ -487,23 +386,20 @@ class Cache:
                 self._budget = self.settings.max_size
             else:
                 self._load_lru()
-                self.blob_dir.mkdir(parents=True, exist_ok=True)
-                free = shutil.disk_usage(self.blob_dir).free
+                free = shutil.disk_usage(self.root).free
                 self._budget = self._disk_bytes + int(free * DEFAULT_DISK_SHARE)
         return self._budget
 
-    def _load_lru(self) -> None:
-        """Every indexed blob by last use. Re-read when other processes changed the index."""
-        if self._lru is not None and len(self._lru) == len(self._index):
+    def _load_lru(self, *, rescan: bool = False) -> None:
+        """Every blob by last use, from a scan of the store. `rescan`: again, to see what other
+        processes wrote and evicted (at most once a second)."""
+        if self._lru is not None and not (rescan and time.monotonic() - self._scanned > 1.0):
             return
         self._flush_uses()
-        entries = sorted(
-            (meta.get("used", 0.0), key, meta.get("size", 0))
-            for key in list(self._index)
-            if (meta := self._index.get(key)) is not None
-        )
+        entries = sorted((e.used, e.key, e.size) for e in self.store.blobs())
         self._lru = OrderedDict((key, size) for _, key, size in entries)
         self._disk_bytes = sum(self._lru.values())
+        self._scanned = time.monotonic()
 
     def _make_room(self, size: int, keep: str) -> bool:
         """Evict least recently used blobs until `size` more bytes fit the budget. False (write
@@ -511,20 +407,19 @@ class Cache:
         budget = self.disk_budget()
         self._load_lru()
         assert self._lru is not None
-        held = self._lru.get(keep, 0)
         if size > budget:
             return False
-        if self._disk_bytes - held + size <= budget:
+        if self._disk_bytes - self._lru.get(keep, 0) + size <= budget:
             return True
-        self._flush_uses()
+        self._load_lru(rescan=True)
+        held = self._lru.get(keep, 0)
         for spare_pinned in (True, False):  # pinned keys go last: a stream is about to read them
             for key in list(self._lru):
                 if self._disk_bytes - held + size <= budget:
                     return True
                 if key == keep or (spare_pinned and key in self._pinned):
                     continue
-                self._index.pop(key, None)
-                self.blob_path(key).unlink(missing_ok=True)
+                self.store.delete_blob(key)
                 self._disk_bytes -= self._lru.pop(key)
                 self.evictions += 1
         return self._disk_bytes - held + size <= budget
@@ -547,83 +442,74 @@ class Cache:
         return self._disk_bytes
 
     def tensor_keys(self) -> Iterator[str]:
-        return iter(self._index)
+        return (e.key for e in self.store.blobs())
 
-    # node results ---------------------------------------------------------------------------
+    # node results, file digests, folders ------------------------------------------------------
     def get_result(self, key: str, default: Any = None) -> Any:
         if self._stale(key):
             return default
-        return self.results.get(key, default)
+        found = self.store.get_record("results", key)
+        return default if found is None else found
 
     def put_result(self, key: str, value: Any) -> None:
-        self.results[key] = value
+        self.store.put_record("results", key, value)
         self._fresh.add(key)
+
+    def source_digests(self, folder: Any) -> dict[str, str]:
+        """Per-tensor digests of a source model folder, each weight file hashed once per cache."""
+        return folder.tensor_digests(memo=self.digests)
+
+    def folder(self, kind: str, key: str, fill: Callable[[Path], None]) -> Path:
+        """A folder written once under `key` (e.g. kind "tokenizers"): `fill(path)` creates it at
+        the path it is given when it is not stored yet."""
+        return self.store.folder(kind, key, fill)
 
     # maintenance ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        blob_bytes = sum(meta["size"] for meta in (self._index.get(k) for k in self._index) if meta)
+        blobs = list(self.store.blobs())
         return {
-            "path": str(self.root),
-            "tensors": len(self._index),
-            "tensor_bytes": blob_bytes,
-            "results": len(self.results),
-            "file_digests": len(self.digests),
+            "path": self.store.location,
+            "tensors": len(blobs),
+            "tensor_bytes": sum(b.size for b in blobs),
+            "results": self.store.count_records("results"),
+            "file_digests": self.store.count_records("digests"),
+            "tokenizers": sum(1 for p in (self.root / "tokenizers").glob("*") if not p.name.startswith("."))
+            if (self.root / "tokenizers").is_dir()
+            else 0,
         }
 
     def verify(self, repair: bool = True) -> VerifyReport:
-        missing, corrupted = [], []
-        keys = list(self._index)
-        for key in keys:
-            meta = self._index.get(key)
-            path = self.blob_path(key)
-            if meta is None:
-                continue
-            if not path.exists():
-                missing.append(key)
-                continue
-            try:
-                if meta.get("fmt") != FORMAT:
-                    raise BadTensorFile("older format")
-                read_tensor_file(path, expect_digest=meta["digest"])
-            except BadTensorFile:
-                corrupted.append(key)
-        if repair:
-            for key in missing + corrupted:
-                self._drop(key)
+        self._flush_uses()
+        found = self.store.verify(repair)
+        if repair and self._lru is not None:
+            for key in (k for kind, k in found.corrupted if kind == "blobs"):
+                self._disk_bytes -= self._lru.pop(key, 0)
         return VerifyReport(
-            checked=len(keys),
-            missing=tuple(missing),
-            corrupted=tuple(corrupted),
+            checked=found.checked.get("blobs", 0),
+            missing=found.missing,
+            corrupted=tuple(k for kind, k in found.corrupted if kind == "blobs"),
             recovered=tuple(self.recovered),
+            kinds=dict(found.checked),
+            corrupted_other=tuple(f"{kind}/{k}" for kind, k in found.corrupted if kind != "blobs"),
         )
 
     def gc(self, max_bytes: int | None = None) -> dict[str, int]:
-        """Delete stray files (temp files of crashed writes, blobs without an index entry), then,
+        """Delete stray files (temp files of interrupted writes, files that are no entry), then,
         if `max_bytes` is given, the least recently used tensors until the blobs fit."""
-        removed_files = 0
-        freed = 0
-        if self.blob_dir.exists():
-            for path in self.blob_dir.glob("*/*"):
-                key = path.name.split(".")[0]
-                if path.name.endswith(".tmp") or path.name.startswith(".") or key not in self._index:
-                    freed += path.stat().st_size
-                    path.unlink(missing_ok=True)
-                    removed_files += 1
+        removed_files, freed = self.store.gc()
         evicted = 0
         if max_bytes is not None:
+            self._lru = None
             self._load_lru()
             assert self._lru is not None
             for key in list(self._lru):
                 if self._disk_bytes <= max_bytes:
                     break
                 freed += self._lru[key]
-                self._drop(key)
+                self.store.delete_blob(key)
+                self._disk_bytes -= self._lru.pop(key)
                 evicted += 1
         return {"stray_files_removed": removed_files, "tensors_evicted": evicted, "bytes_freed": freed}
-
-
-def _entry(size: int, digest: str, shape: Iterable[int], dtype: str, used: float) -> dict[str, Any]:
-    return {"size": size, "digest": digest, "shape": list(shape), "dtype": dtype, "used": used, "fmt": FORMAT}
 
 
 def _blob_size_bound(tensor: torch.Tensor) -> int:

@@ -181,7 +181,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    from graphmerge.cache import atomic_write_bytes
+    from graphmerge.atomic import atomic_write_bytes
     from graphmerge.spec import load_graph, parse_set_overrides
     from graphmerge.viz import render
 
@@ -216,9 +216,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from graphmerge.cache import Cache, default_cache_dir
     from graphmerge.io.save import parse_size
+    from graphmerge.store import store_url
 
     root = args.cache_dir or default_cache_dir()
-    if not Path(root).exists():
+    if store_url(root) is None and not Path(root).exists():
         raise GraphmergeError(f"no cache at {root}", fix="run a graph first or pass --cache-dir")
     cache = Cache(root)
     try:
@@ -226,7 +227,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
             out = cache.stats()
             text = (
                 f"{out['path']}: {out['tensors']} tensors ({out['tensor_bytes'] / 1e6:.1f} MB), "
-                f"{out['results']} node results, {out['file_digests']} memoised file digests"
+                f"{out['results']} node results, {out['file_digests']} memoised file digests, "
+                f"{out['tokenizers']} tokenizer folders"
             )
         elif args.action == "verify":
             report = cache.verify()
@@ -235,14 +237,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 "missing": list(report.missing),
                 "corrupted": list(report.corrupted),
                 "recovered": list(report.recovered),
+                "kinds": dict(report.kinds),
+                "corrupted_other": list(report.corrupted_other),
             }
-            text = f"checked {report.checked} tensors: {len(report.missing)} missing, {len(report.corrupted)} corrupted"
+            k = report.kinds
+            text = (
+                f"checked {report.checked} tensors, {k.get('results', 0)} node results, "
+                f"{k.get('digests', 0)} file digests, {k.get('tokenizers', 0)} tokenizer folders: "
+                f"{len(report.missing)} missing, {len(report.corrupted) + len(report.corrupted_other)} corrupted"
+            )
             for line in report.recovered:
                 text += f"\nrecovered: {line}"
             for key in report.missing:
-                text += f"\nmissing blob {key} (dropped from the index; the next run recomputes it)"
+                text += f"\nmissing blob {key} (the next run recomputes it)"
             for key in report.corrupted:
                 text += f"\ncorrupted blob {key} (deleted; the next run recomputes it)"
+            for name in report.corrupted_other:
+                text += f"\ncorrupted {name} (deleted; the next run recomputes it)"
         else:
             out = cache.gc(parse_size(args.max_size) if args.max_size else None)
             text = (
@@ -252,7 +263,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     finally:
         cache.close()
     print(json.dumps(out) if args.json else text)
-    if args.action == "verify" and (out["missing"] or out["corrupted"]):
+    if args.action == "verify" and (out["missing"] or out["corrupted"] or out["corrupted_other"]):
         return 1
     return 0
 

@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "eval": ("lm_eval",),
     "search": ("lm_eval", "smac", "ConfigSpace", "dask", "distributed", "matplotlib"),
     "viz": ("matplotlib",),
+    "fsspec": ("fsspec",),
 }
 
 

@@ -20,6 +20,7 @@ from graphmerge.executor import (
     run_nodes,
 )
 from graphmerge.spec import GraphSpec, load_graph
+from graphmerge.store import Store
 
 
 @dataclass
@@ -66,14 +67,16 @@ def make_context(
     cache_max_size: int | str | None = None,
     executor: ExecutorSettings | None = None,
     checking: bool = False,
+    store: Store | None = None,
 ) -> RunContext:
     """`cache_max_size` (e.g. from --cache-max-size) overrides the graph's `cache: max_size`.
     `checking` (validate): no device is resolved, since nothing will be computed, and resolving one
-    would import torch (validate must start in well under a second)."""
+    would import torch (validate must start in well under a second). `store`: where the cache keeps
+    its entries instead of `cache_dir` (e.g. a `MemoryStore`)."""
     where = f"{graph.file or '<graph>'}: cache"
     settings = CacheSettings.from_mapping(graph.cache, where=where).with_max_size(cache_max_size)
     dev = None if checking else resolve_device(device)
-    cache = Cache(cache_dir or default_cache_dir(), settings, force=force)
+    cache = Cache(None if store else cache_dir or default_cache_dir(), settings, force=force, store=store)
     stats = RunStats()
     ctx = RunContext(
         cache=cache,
@@ -102,6 +105,7 @@ def run_graph(
     force: bool = False,
     cache_max_size: int | str | None = None,
     executor: ExecutorSettings | None = None,
+    store: Store | None = None,
 ) -> RunResult:
     """`force`: recompute everything, ignoring what earlier runs cached (see graphmerge/cache.py)."""
     start = time.perf_counter()
@@ -116,6 +120,7 @@ def run_graph(
         force=force,
         cache_max_size=cache_max_size,
         executor=executor,
+        store=store,
     )
     try:
         # Everything `validate` checks fails here, before the first tensor is computed.

@@ -132,28 +132,41 @@ def _read_header(fh, size: int) -> tuple[dict, int]:
 
 def read_tensor_file(path: Path, expect_digest: str | None = None) -> tuple[torch.Tensor, TensorFileInfo]:
     """Read a tensor file into a fresh tensor that owns its memory, checking the data against the
-    digest in its header (and `expect_digest`, the index's copy, when given)."""
+    digest in its header (and `expect_digest`, an index's copy, when given)."""
     with open(path, "rb", buffering=0) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head, _ = _read_header(fh, size)
-        if expect_digest is not None and head["digest"] != expect_digest:
-            raise BadTensorFile("digest differs from the index")
-        out = torch.empty(head["shape"], dtype=head["dtype"])
-        view = _byte_view(out)
-        h = xxhash.xxh3_128()
-        for start in range(0, len(view), CHUNK):
-            chunk = view[start : start + CHUNK]
-            got = 0
-            while got < len(chunk):
-                n = fh.readinto(chunk[got:])
-                if not n:
-                    raise BadTensorFile("truncated")
-                got += n
-            h.update(chunk)
+        return read_tensor_from(fh, os.fstat(fh.fileno()).st_size, expect_digest)
+
+
+def read_tensor_from(fh, size: int, expect_digest: str | None = None) -> tuple[torch.Tensor, TensorFileInfo]:
+    """`read_tensor_file` from an open binary file object of `size` bytes, positioned at 0."""
+    head, _ = _read_header(fh, size)
+    if expect_digest is not None and head["digest"] != expect_digest:
+        raise BadTensorFile("digest differs from the index")
+    out = torch.empty(head["shape"], dtype=head["dtype"])
+    view = _byte_view(out)
+    h = xxhash.xxh3_128()
+    for start in range(0, len(view), CHUNK):
+        chunk = view[start : start + CHUNK]
+        got = 0
+        while got < len(chunk):
+            n = fh.readinto(chunk[got:])
+            if not n:
+                raise BadTensorFile("truncated")
+            got += n
+        h.update(chunk)
     if h.hexdigest() != head["digest"]:
         raise BadTensorFile("content does not match its digest")
     info = TensorFileInfo(size, head["digest"], head["shape"], str(head["dtype"]).removeprefix("torch."))
     return out, info
+
+
+def check_tensor_header(path: Path) -> int:
+    """The cheap check: the header parses and accounts for the file's exact size (a torn write or a
+    foreign file fails it). Returns the size. The data's digest is checked on every full read."""
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        _read_header(fh, size)
+    return size
 
 
 def describe_tensor_file(path: Path) -> TensorFileInfo:

@@ -90,7 +90,9 @@ def _label(graph: GraphSpec, name: str) -> str:
 
 
 def cache_states(graph: GraphSpec, cache_dir: Path | str | None) -> dict[str, str]:
-    """Plan the lazy nodes (nothing is computed) and ask the cache about each node's result."""
+    """Plan the lazy nodes (nothing is computed) and ask the cache about each node's result. Nodes
+    with side effects answer through their own `cache_state`: the rule they skip work by (save's
+    output stamp, evaluate's stored scores), so viz and a run never disagree about "up to date"."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if not root.exists():
         return {}
@@ -122,8 +124,8 @@ def cache_states(graph: GraphSpec, cache_dir: Path | str | None) -> dict[str, st
                 if hit is not None:
                     values[name] = hit
                 continue
-            if nt.effectful:
-                states[name] = _save_state(spec, inputs)
+            if nt.effectful:  # never run here; a node that can tell declares a cache_state
+                states[name] = "unknown"
                 continue
             try:
                 value = nt.fn(ctx, spec.params, inputs)
@@ -152,21 +154,6 @@ def _model_state(ctx: RunContext, value: Any) -> str:
         return "cached"  # only source reads: nothing to compute
     hits = sum(ctx.cache.has_tensor(t.key) for t in tasks)
     return "cached" if hits == len(tasks) else "partial" if hits else "missing"
-
-
-def _save_state(spec, inputs: dict[str, Any]) -> str:
-    path = getattr(spec.params, "path", None)
-    model = next((v for v in inputs.values() if isinstance(v, Model)), None)
-    if path is None or model is None:
-        return "unknown"
-    stamp = Path(path) / "graphmerge.json"
-    if stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()).get("model_key") == model.key:
-                return "cached"
-        except (OSError, ValueError):
-            pass
-    return "missing"
 
 
 def _written_state(spec) -> str:

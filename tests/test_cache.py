@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bad_inputs.legacy_cache import to_legacy_layout
 from helpers import saved_tensors as tensors_of
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -265,6 +266,7 @@ def test_a_truncated_index_is_moved_aside_and_rebuilt_from_the_blobs(tmp_path, c
         cache.put_tensor(f"key{i:03d}", _t(i, n=256))
     cache.put_result("score", 0.5)
     cache.close()
+    to_legacy_layout(tmp_path)  # an index database exists only in caches of older graphmerge
     _truncate(tmp_path / "index" / "cache.db")
     with pytest.raises(sqlite3.DatabaseError):
         with sqlite3.connect(tmp_path / "index" / "cache.db") as conn:
@@ -280,6 +282,7 @@ def test_a_truncated_index_is_moved_aside_and_rebuilt_from_the_blobs(tmp_path, c
     cache.close()
 
     # `cache verify` in a new process reports what the opening found; a second open is clean.
+    to_legacy_layout(tmp_path)
     _truncate(tmp_path / "index" / "cache.db")
     assert main(["cache", "verify", "--cache-dir", str(tmp_path), "--json"]) == 0
     captured = capsys.readouterr()
@@ -294,6 +297,7 @@ def test_a_broken_results_store_starts_empty_with_a_warning(tmp_path):
     cache = Cache(tmp_path)
     cache.put_result("score", 0.5)
     cache.close()
+    to_legacy_layout(tmp_path)
     (tmp_path / "results" / "cache.db").write_bytes(b"not a database at all" * 10)
     messages: list[str] = []
     cache = Cache(tmp_path, log=messages.append)
@@ -309,6 +313,7 @@ def test_torn_blobs_are_left_out_of_a_rebuilt_index(tmp_path):
     cache.close()
     torn = cache.blob_path("torn")
     torn.write_bytes(torn.read_bytes()[:-100])
+    to_legacy_layout(tmp_path)
     os.remove(tmp_path / "index" / "cache.db")
     (tmp_path / "index" / "cache.db").write_bytes(b"\0" * 4096)
     cache = Cache(tmp_path, log=lambda _m: None)

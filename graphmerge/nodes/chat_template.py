@@ -13,7 +13,6 @@ from pydantic import Field
 from graphmerge.errors import ModelError
 from graphmerge.hashing import digest
 from graphmerge.io.folder import tokenizer_files
-from graphmerge.io.once import write_folder_once
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
@@ -79,14 +78,13 @@ def resolve_template(template: str, models: list[Model], where: str) -> str:
     )
 
 
-def _with_template(cache_root: Path, source: Path, template: str) -> Path:
+def _with_template(cache, source: Path, template: str) -> Path:
     """A copy of `source`'s tokenizer files (and generation config) with the template set, in the cache."""
     files = tokenizer_files(source)
     gen = source / "generation_config.json"
     parts = [
         (f.name, f.read_bytes().decode("utf-8", "replace")) for f in files + ([gen] if gen.is_file() else [])
     ]
-    out = cache_root / "tokenizers" / digest("chat_template", parts, template)
 
     def fill(tok: Path) -> None:
         tok.mkdir()
@@ -99,7 +97,7 @@ def _with_template(cache_root: Path, source: Path, template: str) -> Path:
         config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         (tok / "chat_template.jinja").write_text(template)
 
-    return write_folder_once(out, fill)
+    return cache.folder("tokenizers", digest("chat_template", parts, template), fill)
 
 
 @node("chat_template", version="1", params=ChatTemplateParams, inputs=lambda p: p.refs())
@@ -110,7 +108,7 @@ def chat_template_node(ctx, params: ChatTemplateParams, inputs: Mapping[str, Mod
     if model.tokenizer_dir is None:
         raise ModelError("the model has no tokenizer to attach a chat template to", where=where)
     template = resolve_template(params.template, [inputs[m] for m in params.models or [params.input]], where)
-    folder = _with_template(Path(ctx.cache.root), model.tokenizer_dir, template)
+    folder = _with_template(ctx.cache, model.tokenizer_dir, template)
     return model.with_tensors(
         model.tensors,
         tokenizer_dir=folder,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from graphmerge.cache import atomic_write_bytes
+from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import EvaluationError
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest

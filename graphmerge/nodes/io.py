@@ -135,7 +135,7 @@ def _load_folder(ctx: RunContext, path: Path) -> Model:
     folder = open_folder(path)
     _LOAD_NODES[str(folder.path)] = ctx.node_name
     # Checking plans but never reads tensor bytes: the path stands in for the content digest.
-    digests = {} if ctx.checking else folder.tensor_digests(memo=ctx.cache.digests)
+    digests = {} if ctx.checking else ctx.cache.source_digests(folder)
     tasks = {}
     for name in folder.tensor_names:
         info = folder.info(name)
@@ -214,14 +214,33 @@ def _save_plan(model: Model, dtype: str | None) -> list[PlannedTensor] | None:
     return plan
 
 
-@node("save", version="1", params=SaveParams, inputs=["input"], effectful=True, check=save_check)
+def _save_stamp(params: SaveParams, model: Model, code: list[Path]) -> str:
+    # The code files join the stamp only when copied, so outputs saved before they existed stay current.
+    return digest(model.key, params.dtype, params.max_shard_size, *([_tokenizer_key(code)] if code else []))
+
+
+def save_state(ctx: RunContext, params: SaveParams, inputs: Mapping) -> str:
+    """The rule `save` skips a write by, for `viz`: "cached" when the output is up to date."""
+    model: Model = inputs[params.input]
+    stamp = _save_stamp(params, model, _code_to_copy(ctx, model))
+    return "cached" if not ctx.cache.force and _up_to_date(Path(params.path), stamp) else "missing"
+
+
+@node(
+    "save",
+    version="1",
+    params=SaveParams,
+    inputs=["input"],
+    effectful=True,
+    check=save_check,
+    cache_state=save_state,
+)
 def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     """Write an HF model folder that plain transformers loads."""
     model: Model = inputs[params.input]
     out = params.path
     code = _code_to_copy(ctx, model)
-    # The code files join the stamp only when copied, so outputs saved before they existed stay current.
-    stamp = digest(model.key, params.dtype, params.max_shard_size, *([_tokenizer_key(code)] if code else []))
+    stamp = _save_stamp(params, model, code)
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
     plan = _save_plan(model, params.dtype)

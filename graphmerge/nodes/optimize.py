@@ -190,7 +190,7 @@ class TrialRunner:
         self.graph_file = ctx.graph.file
         self.graph_dir = ctx.graph.dir
         self.variables = dict(ctx.graph.vars)
-        self.cache_root = ctx.cache.root
+        self.cache_root = ctx.cache.location  # a folder or an fsspec URL: what a worker opens
         self.device = str(ctx.device)
         self.trust_remote_code = ctx.trust_remote_code
 
@@ -408,7 +408,7 @@ def _recipe(
 
 
 def _write_recipe(recipe: Recipe, path: Path) -> Path:
-    from graphmerge.cache import atomic_write_bytes
+    from graphmerge.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, recipe.render(path.parent).encode())
     return path
@@ -596,7 +596,7 @@ def _held_out(
     """Best model, Pareto members and sources scored on the held-out tasks; also written to held_out.json."""
     import json
 
-    from graphmerge.cache import atomic_write_bytes
+    from graphmerge.atomic import atomic_write_bytes
 
     spec = held_out_spec(params)
     if spec is None:

@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 from graphmerge.errors import ModelError
 from graphmerge.hashing import digest
 from graphmerge.io.layout import config_with_vocab
-from graphmerge.io.once import write_folder_once
 from graphmerge.io.vocab import (
     VocabAlignment,
     build_vocab_alignment,
@@ -61,19 +60,18 @@ class AlignParams(NodeParams):
         return self
 
 
-def _tokenizer_dir(cache_root: Path, key: str, alignment: VocabAlignment, dirs: Mapping[str, Path]) -> Path:
+def _tokenizer_dir(cache, key: str, alignment: VocabAlignment, dirs: Mapping[str, Path]) -> Path:
     """The aligned tokenizer's folder in the cache, with the anchor's generation_config.json beside it
     (save copies the generation config from the tokenizer folder: bos/eos ids keep the anchor's ids)."""
     gen = dirs[alignment.anchor] / "generation_config.json"
     gen_bytes = gen.read_bytes() if gen.is_file() else b""
-    out = cache_root / "tokenizers" / digest(key, gen_bytes.decode("utf-8", "replace"))
 
     def fill(tok: Path) -> None:
         write_aligned_tokenizer(alignment, dirs, tok)
         if gen_bytes:
             (tok / "generation_config.json").write_bytes(gen_bytes)
 
-    return write_folder_once(out, fill)
+    return cache.folder("tokenizers", digest(key, gen_bytes.decode("utf-8", "replace")), fill)
 
 
 @node("align_tokenizer", version="1", params=AlignParams, inputs=["models"], outputs=("*",))
@@ -105,7 +103,7 @@ def align_tokenizer_node(ctx, params: AlignParams, inputs: Mapping[str, Model]) 
         params.source,
     )
     _ALIGNMENTS[key] = alignment
-    tok_dir = _tokenizer_dir(ctx.cache.root, key, alignment, dirs)
+    tok_dir = _tokenizer_dir(ctx.cache, key, alignment, dirs)
 
     layouts = {ref: m.layout for ref, m in models.items()}
 

@@ -39,12 +39,13 @@ from typing import Any, Literal
 from ConfigSpace import Configuration, ConfigurationSpace
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import GraphmergeError, SpecError
 
 from .determinism import library_versions, stable_acquisition_maximizer
 from .pareto import non_dominated
 from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
-from .report import atomic_write_bytes, convergence_png, pareto_png, trials_csv, trials_jsonl
+from .report import convergence_png, pareto_png, trials_csv, trials_jsonl
 from .space import config_to_dict, space_fingerprint, validate_config
 from .trial_log import LOG_NAME, TrialLog, trial_key
 

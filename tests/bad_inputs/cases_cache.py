@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from case import LINEAR_MERGE, Case, tiny_models, write
+from legacy_cache import to_legacy_layout
 
 GRAPH = LINEAR_MERGE.replace("OTHER", "add")
 # What a repair may touch: the index databases and the output a repaired run writes; never a blob.
@@ -22,6 +23,7 @@ def _cache(root: Path) -> Path:
         cache.put_tensor(f"{i:02d}" + "ab" * 15, torch.arange(8.0) + i)
     cache.put_result("r" * 32, {"score": 0.5})
     cache.close()
+    to_legacy_layout(root / ".graphmerge")  # the databases these cases break exist only in old caches
     return root / ".graphmerge"
 
 
