@@ -9,7 +9,7 @@ from graphmerge.errors import SpecError
 from graphmerge.search.validation import parse_model
 
 from . import dis, lfs, lfs_mo, prune
-from .base import FINAL_NODE, ModelInfo, Strategy, StrategySettings
+from .base import FINAL_NODE, ModelInfo, SearchOutcome, Strategy, StrategyReport, StrategySettings
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s for s in (lfs.STRATEGY, lfs_mo.STRATEGY, dis.STRATEGY, prune.STRATEGY)
@@ -33,7 +33,9 @@ __all__ = [
     "FINAL_NODE",
     "STRATEGIES",
     "ModelInfo",
+    "SearchOutcome",
     "Strategy",
+    "StrategyReport",
     "StrategySettings",
     "get_strategy",
     "parse_settings",

@@ -1,14 +1,14 @@
 """Shared pieces of the search strategies: model info, the strategy interface, config validation.
 
-A strategy turns a flat config (parameter name -> value) into a trial subgraph: node dicts in the YAML shapes
-of docs/CONTRACT.md whose final model node is named `model`. Node references inside the subgraph point either
+A strategy turns a flat config (parameter name -> value) into a trial subgraph: node dicts in the shapes a
+graph file's nodes take, whose final model node is named `model`. Node references inside the subgraph point either
 to other trial nodes or to the outer graph's model nodes, named exactly as in `settings.models` / `base`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ConfigSpace import ConfigurationSpace
@@ -68,8 +68,27 @@ class StrategySettings(BaseModel):
 
 
 @dataclass(frozen=True)
+class SearchOutcome:
+    """What a strategy's `report` hook sees once its search has finished: the best trial's scores and
+    the source models' scores on the same tasks at the best trial's budget (model ref -> {scores, score})."""
+
+    best_score: float
+    best_scores: Mapping[str, float]
+    sources: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class StrategyReport:
+    """What a strategy adds to the run summary (--json) and to the log after its search."""
+
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Strategy:
-    """The interface the optimize node uses; every strategy module exports one as `STRATEGY`."""
+    """The interface the optimize node uses; every strategy module exports one as `STRATEGY`.
+    `report(settings, outcome) -> StrategyReport`: optional, what the strategy says about its result."""
 
     name: str
     settings_type: type[StrategySettings]
@@ -78,6 +97,7 @@ class Strategy:
     initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]]
     is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool]
     doc: str = ""
+    report: Callable[[Any, SearchOutcome], StrategyReport] | None = None
 
 
 def always_feasible(config: Mapping[str, Any], settings: Any, model_info: ModelInfo) -> bool:
@@ -91,7 +111,7 @@ def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, stra
 
 
 def filtered(values: Mapping[str, Any], filters: Mapping[str, str]) -> Any:
-    """A merge parameter value: scalar if there is one parameter set, else the contract's filter list
+    """A merge parameter value: scalar if there is one parameter set, else the merge node's filter list
     (named sets first, in order, then the unfiltered default entry)."""
     if not filters:
         return values[DEFAULT_SET]

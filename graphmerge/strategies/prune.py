@@ -31,7 +31,9 @@ from .base import (
     LAMBDA,
     WEIGHT,
     ModelInfo,
+    SearchOutcome,
     Strategy,
+    StrategyReport,
     StrategySettings,
     always_feasible,
     checked_config,
@@ -184,6 +186,19 @@ def trial_nodes(
     return nodes
 
 
+def report(settings: PruneSettings, outcome: SearchOutcome) -> StrategyReport:
+    """How much of the unpruned base model's score the best pruned model keeps."""
+    reference = outcome.sources[settings.base]
+    kept = outcome.best_score / reference["score"] if reference["score"] else None
+    share = f"{kept:.1%} of its score" if kept is not None else "an undefined share (unpruned score 0)"
+    return StrategyReport(
+        summary={
+            "unpruned": {"scores": reference["scores"], "score": reference["score"], "score_kept": kept}
+        },
+        lines=(f"unpruned {reference['scores']}; the pruned model keeps {share}",),
+    )
+
+
 STRATEGY = Strategy(
     name="prune",
     settings_type=PruneSettings,
@@ -192,4 +207,5 @@ STRATEGY = Strategy(
     initial_configs=initial_configs,
     is_feasible=always_feasible,
     doc=__doc__ or "",
+    report=report,
 )
