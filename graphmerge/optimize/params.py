@@ -15,7 +15,7 @@ from graphmerge.params import NodeParams
 TRIAL_NAMES = ("params.*", "budget")
 
 
-class Objective(TaskEntry):
+class ObjectiveEntry(TaskEntry):
     held_out: str | None = Field(
         None,
         description="task with the same metric on held-out data, scored for the best model and the sources",
@@ -39,7 +39,7 @@ class OptimizeParams(NodeParams):
     models: list[str] = Field(min_length=1, description="model nodes the trials merge (and may reference)")
     base: str | None = Field(None, description="base model node")
     settings: dict[str, Any] = Field(default_factory=dict, description="strategy settings")
-    objectives: list[Objective] = Field(min_length=1, description="tasks to maximise")
+    objectives: list[ObjectiveEntry] = Field(min_length=1, description="tasks to maximise")
     include_path: list[Path] = Field(default_factory=list, description="folders of task YAMLs")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     smac: dict[str, Any] | None = Field(
