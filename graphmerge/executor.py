@@ -458,7 +458,6 @@ class RunContext:
     graph: GraphSpec
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
-    extras: dict[str, Any] = field(default_factory=dict)  # summary fields set by nodes (search results)
     node_name: str = ""  # the node being run
     trust_remote_code: bool = False  # may transformers import code found in model folders
     checking: bool = False  # validating: nodes run their `check`, nothing is computed or written
@@ -501,7 +500,7 @@ UNCHECKED = Unchecked()
 def checking_context(ctx: RunContext) -> RunContext:
     """The same run's context, set up to check: its executor refuses to compute tensors."""
     executor = TensorExecutor(ctx.cache, ctx.device, RunStats(), progress=False, compute=False)
-    return replace(ctx, executor=executor, stats=executor.stats, checking=True, extras={})
+    return replace(ctx, executor=executor, stats=executor.stats, checking=True)
 
 
 def check_nodes(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,9 @@ class NodeType:
     # anything) runs instead of `fn` for nodes that compute, evaluate or write. Nodes without one
     # that only plan (neither cached nor effectful) run `fn` itself, which is cheap.
     check: Callable[..., Any] | None = field(default=None, compare=False)
+    # `summary(node_name, value) -> fields` the node's value adds to a run's summary (--json);
+    # mappings under one field are merged across nodes (every evaluate node adds to `scores`).
+    summary: Callable[[str, Any], Mapping[str, Any]] | None = field(default=None, compare=False)
 
 
 NODE_TYPES: Registry[NodeType] = Registry(
@@ -101,6 +104,7 @@ def node(
     cache_state: Callable[[Any, Any, dict[str, Any]], str] | None = None,
     extras: Sequence[str] = (),
     check: Callable[..., Any] | None = None,
+    summary: Callable[[str, Any], Mapping[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a node type. `inputs` names the parameter fields that hold node references
     (a string, a list of strings, or a mapping whose keys are references), or is a function
@@ -121,6 +125,7 @@ def node(
             cache_state=cache_state,
             extras=tuple(extras),
             check=check,
+            summary=summary,
         )
         NODE_TYPES.add(name, entry, fn)
         return fn

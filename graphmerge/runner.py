@@ -44,15 +44,23 @@ class RunResult:
             "outputs": s.outputs,
             "seconds": round(self.seconds, 3),
         }
-        scores = {
-            name: self.values[name]["scores"]
-            for name, spec in self.graph.nodes.items()
-            if spec.op == "evaluate" and isinstance(self.values.get(name), dict)
-        }
-        if scores:
-            out["scores"] = scores
         out.update(self.extras)
         return out
+
+
+def node_summaries(graph: GraphSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """What the graph's nodes declare for the run summary (NodeType.summary), merged in graph order."""
+    out: dict[str, Any] = {}
+    for name in graph.order:
+        summary = graph.nodes[name].node_type.summary
+        if summary is None or name not in values:
+            continue
+        for key, value in summary(name, values[name]).items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
 
 
 def make_context(
@@ -126,11 +134,11 @@ def run_graph(
         # Everything `validate` checks fails here, before the first tensor is computed.
         check_nodes(ctx, graph)
         values = run_nodes(ctx, graph)
-        ctx.extras["cache"] = ctx.cache.run_summary()
+        extras = {**node_summaries(graph, values), "cache": ctx.cache.run_summary()}
     finally:
         ctx.cache.close()
     return RunResult(
-        graph=graph, values=values, stats=ctx.stats, extras=ctx.extras, seconds=time.perf_counter() - start
+        graph=graph, values=values, stats=ctx.stats, extras=extras, seconds=time.perf_counter() - start
     )
 
 

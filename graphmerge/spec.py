@@ -8,7 +8,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,15 @@ from pydantic import BaseModel, ValidationError
 
 from graphmerge.errors import SpecError
 from graphmerge.extras import missing_extra_message
+from graphmerge.params import pydantic_problems
 from graphmerge.registry import NodeType, get_node_type, suggest_node_type
+from graphmerge.substitution import Scope
+from graphmerge.substitution import substitute as substitute_refs
 
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 # `{op: load, path: ${base}}` is what users write, but braces end a YAML flow mapping; references
 # are swapped for a brace-free sentinel before parsing and read back from it afterwards.
 _SENTINEL = re.compile(r"\$__gmvar_([A-Za-z0-9_.]+)__\$")
-# Left alone at load time: filled per trial by the optimize node.
-DEFERRED_VARS = ("params.", "budget")
 TOP_LEVEL_KEYS = ("vars", "nodes", "seed", "description", "trust_remote_code", "cache")
 
 
@@ -79,6 +80,16 @@ def _where(file: Path | None, lines: Mapping[tuple, int], node: str | None, key:
     return loc
 
 
+def _where_path(file: Path | None, lines: Mapping[tuple, int], node: str, path: tuple) -> str:
+    """The place of a value nested under a node's key: the line of its deepest key that has one."""
+    key = ".".join(str(p) for p in path if not isinstance(p, int))
+    line = next(
+        (lines[k] for n in range(len(path), -1, -1) if (k := ("nodes", node, *path[:n])) in lines), None
+    )
+    loc = f"{file or '<graph>'}" + (f":{line}" if line else "")
+    return f"{loc}: node '{node}': key '{key}'"
+
+
 def _collect_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -116,40 +127,27 @@ def _unsentinel(key: Any) -> str:
     return _SENTINEL.sub(lambda m: "${" + m.group(1) + "}", str(key))
 
 
-def substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
-    """Replace ${name} references. A string that is exactly one reference takes the variable's
-    value with its type; references inside longer strings are formatted in."""
+def substitute(
+    value: Any, variables: Mapping[str, Any], where: str | Callable[[tuple], str], later: tuple[str, ...] = ()
+) -> Any:
+    """Graph variables replaced in `value` (see graphmerge/substitution.py); names matching `later`
+    belong to a template that another pass fills."""
+    return substitute_refs(_unsentinel_all(value), Scope(values=variables, later=later), where)
+
+
+def _unsentinel_all(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: substitute(v, variables, where) for k, v in value.items()}
+        return {k: _unsentinel_all(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute(v, variables, where) for v in value]
-    if not isinstance(value, str):
-        return value
-    value = _SENTINEL.sub(lambda m: "${" + m.group(1) + "}", value)
-    if "${" not in value:
-        return value
+        return [_unsentinel_all(v) for v in value]
+    return _unsentinel(value) if isinstance(value, str) else value
 
-    def lookup(name: str) -> Any:
-        if name in variables:
-            return variables[name]
-        if name.startswith(DEFERRED_VARS) or name == "budget":
-            return None
-        close = difflib.get_close_matches(name, list(variables), n=1)
-        hint = (
-            f"did you mean ${{{close[0]}}}?" if close else "define it under `vars:` or pass --set NAME=VALUE"
-        )
-        raise SpecError(f"undefined variable ${{{name}}}", where=where, fix=hint)
 
-    whole = VAR_PATTERN.fullmatch(value)
-    if whole:
-        found = lookup(whole.group(1))
-        return value if found is None else found
-
-    def repl(m: re.Match) -> str:
-        found = lookup(m.group(1))
-        return m.group(0) if found is None else str(found)
-
-    return VAR_PATTERN.sub(repl, value)
+def template_names(info: Any) -> tuple[str, ...]:
+    """The names a template field (``json_schema_extra={"template": [...]}``) leaves for its own
+    pass to fill: the spec layer substitutes graph variables in it and nothing else."""
+    extra = info.json_schema_extra
+    return tuple(extra.get("template", ())) if isinstance(extra, dict) else ()
 
 
 def _annotation_has_path(annotation: Any) -> bool:
@@ -209,19 +207,6 @@ def _resolve_paths(raw: dict, model: type[BaseModel], base_dir: Path) -> dict:
 
         out[name] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
     return out
-
-
-def _pydantic_problem(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[str, str]:
-    loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) if loc else "?"
-    kind = err["type"]
-    if kind == "missing":
-        return key, "missing required parameter"
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1) if loc else []
-        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(model.model_fields)}"
-        return key, f"unknown parameter{hint}"
-    return key, f"{err['msg']} (got {err.get('input')!r})"
 
 
 def parse_set_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -447,8 +432,17 @@ def build_graph(
         for extra in node_type.extras:
             needs_extra.setdefault(extra, []).append((name, node_type.name))
         raw = {k: v for k, v in body.items() if k != "op"}
+        fields = node_type.params_model.model_fields
         try:
-            raw = substitute(raw, variables, where)
+            raw = {
+                k: substitute(
+                    v,
+                    variables,
+                    lambda path, k=k, name=name: _where_path(file, lines, name, (k, *path)),
+                    later=template_names(fields[k]) if k in fields else (),
+                )
+                for k, v in raw.items()
+            }
         except SpecError as exc:
             problems.append(exc.one_line())
             continue
@@ -456,8 +450,7 @@ def build_graph(
         try:
             params = node_type.params_model.model_validate(raw)
         except ValidationError as exc:
-            for err in exc.errors():
-                key, msg = _pydantic_problem(err, node_type.params_model)
+            for key, msg in pydantic_problems(exc, node_type.params_model):
                 top = key.split(".")[0]
                 problems.append(f"{_where(file, lines, name, top)}{'' if key == top else f' ({key})'}: {msg}")
             continue

@@ -6,11 +6,11 @@ import pytest
 from ConfigSpace import Configuration
 
 from graphmerge.errors import SpecError
+from graphmerge.optimize.problem import substitute_params
 from graphmerge.search.space import (
     build_space,
     config_key,
     space_fingerprint,
-    substitute_params,
     validate_config,
 )
 

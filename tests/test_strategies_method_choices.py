@@ -113,7 +113,8 @@ def test_one_lfs_configuration_with_regmean_and_tsv_runs(tmp_path):
 
 
 def test_explicit_space_template_with_conditional_method_parameters():
-    from graphmerge.search import build_space, substitute_params
+    from graphmerge.optimize.problem import substitute_params
+    from graphmerge.search import build_space
 
     space = build_space(
         {

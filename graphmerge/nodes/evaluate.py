@@ -15,15 +15,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import EvaluationError
+from graphmerge.eval_settings import EvaluationOptions, EvaluationRequest, vllm_missing
+from graphmerge.eval_settings import approx_parameters as approx_parameters  # imported from here by callers
 from graphmerge.executor import RunContext
 from graphmerge.hashing import digest
-from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
 
@@ -31,186 +32,14 @@ from graphmerge.registry import node
 EXAMPLES_VERSION = 1
 
 
-class TaskEntry(NodeParams):
-    task: str = Field(description="lm-eval task name")
-    metric: str | None = Field(
-        None, description="metric to report, NAME or NAME,FILTER (default: the task's first metric)"
-    )
-    weight: float = Field(1.0, ge=0, description="weight in the combined score")
-
-
-def _parse_gen_kwargs(text: str) -> dict[str, Any]:
-    """lm-eval's command-line form 'temperature=0,max_gen_toks=64' as a dict (values typed as YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, eq, value = part.partition("=")
-        if not eq or not name.strip():
-            raise ValueError(
-                f"gen_kwargs part {part!r} is not NAME=VALUE (e.g. 'temperature=0,max_gen_toks=64')"
-            )
-        out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
-def _vllm_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is None
-
-
-def _checked(check, value: Any) -> Any:
-    """Run an EvaluationError check inside a pydantic validator, which reports ValueErrors."""
-    try:
-        check(value)
-    except EvaluationError as e:
-        raise ValueError(e.one_line()) from None
-    return value
-
-
-class EvaluationOptions(NodeParams):
-    """lm-eval's `simple_evaluate` settings, shared by `evaluate` nodes and a search's `evaluation:`."""
-
-    limit: int | float | None = Field(
-        None, description="the first N examples of each task, or a fraction in (0, 1) of it (None: all)"
-    )
-    num_fewshot: int = Field(0, ge=0)
-    batch_size: int | str = Field(32, description="examples per batch, `auto` or `auto:N` (lm-eval's search)")
-    max_batch_size: int | None = Field(None, ge=1, description="upper bound for batch_size: auto")
-    seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the model runs in")
-    bootstrap_iters: int = Field(0, ge=0, description="bootstrap iterations for stderr (0: no stderr)")
-    apply_chat_template: bool | str = Field(False, description="true, or the name of a chat template")
-    fewshot_as_multiturn: bool = Field(False, description="few-shot examples as chat turns")
-    system_instruction: str | None = None
-    gen_kwargs: dict[str, Any] | None = Field(
-        None, description="generation settings for generate_until tasks (dict or 'k=v,k=v')"
-    )
-    log_samples: bool = Field(False, description="keep per-example samples in the lm-eval results JSON")
-    threads: int | Literal["auto"] = Field(
-        "auto", description="torch CPU threads while evaluating (auto: 1 below 50M parameters)"
-    )
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (the [vllm] extra)")
-
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, value: Any) -> Any:
-        from graphmerge.evaluation.option_checks import check_limit
-
-        if isinstance(value, float) and value.is_integer() and value >= 1:
-            value = int(value)  # 25.0 and 25 are one setting (and one cache key)
-        return _checked(check_limit, value)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch_size(cls, value: Any) -> Any:
-        from graphmerge.evaluation.option_checks import check_batch_size
-
-        return _checked(check_batch_size, value)
-
-    @field_validator("gen_kwargs", mode="before")
-    @classmethod
-    def _gen_kwargs(cls, value: Any) -> Any:
-        return _parse_gen_kwargs(value) if isinstance(value, str) else value
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, value: Any) -> Any:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("threads must be >= 1 or 'auto'")
-        return value
-
-    @field_validator("fewshot_as_multiturn")
-    @classmethod
-    def _multiturn(cls, value: bool, info) -> bool:
-        if value and not info.data.get("apply_chat_template"):
-            raise ValueError("fewshot_as_multiturn needs apply_chat_template: true")
-        return value
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, value: str) -> str:
-        if value == "vllm" and _vllm_missing():
-            raise ValueError(
-                "backend vllm needs vLLM, which is not installed: pip install 'graphmerge[vllm]' "
-                "(a CUDA machine), or use backend: hf"
-            )
-        return value
-
-    def key_options(self) -> dict[str, Any]:
-        """Settings beyond (limit, num_fewshot, seed, dtype) that change scores, when not default
-        (so keys made before they existed stay valid)."""
-        defaults = {
-            "backend": "hf",
-            "bootstrap_iters": 0,
-            "apply_chat_template": False,
-            "fewshot_as_multiturn": False,
-            "system_instruction": None,
-            "gen_kwargs": None,
-        }
-        return {k: getattr(self, k) for k, d in defaults.items() if getattr(self, k) != d}
-
-    def torch_threads(self, config: Mapping[str, Any]) -> int:
-        """Threads for evaluating a model of this config. Small models lose to thread overhead (a
-        tiny-model search ran 3x slower with default threads than with one); big ones use the cores."""
-        if self.threads != "auto":
-            return int(self.threads)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        params = approx_parameters(config)
-        if params < 50e6:
-            return 1
-        return min(cores, 4) if params < 1e9 else cores
-
-    def eval_options(self, *, threads: int | None = None):
-        """These settings as the evaluation layer's EvalOptions (threads resolved by the caller)."""
-        from graphmerge.evaluation.runner import EvalOptions
-
-        return EvalOptions(
-            backend=self.backend,
-            limit=self.limit,
-            num_fewshot=self.num_fewshot,
-            batch_size=self.batch_size,
-            max_batch_size=self.max_batch_size,
-            seed=self.seed,
-            bootstrap_iters=self.bootstrap_iters,
-            apply_chat_template=self.apply_chat_template,
-            fewshot_as_multiturn=self.fewshot_as_multiturn,
-            system_instruction=self.system_instruction,
-            gen_kwargs=self.gen_kwargs,
-            log_samples=self.log_samples,
-            threads=threads,
-        )
-
-
-def approx_parameters(config: Mapping[str, Any]) -> float:
-    """Parameter count of a decoder from its config (embeddings + 12·h² per layer), for choosing threads."""
-    h = float(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
-    layers = float(config.get("num_hidden_layers") or config.get("n_layer") or 0)
-    vocab = float(config.get("vocab_size") or 0)
-    inter = float(config.get("intermediate_size") or 4 * h)
-    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
-
-
-class EvaluateParams(EvaluationOptions):
+class EvaluateParams(EvaluationRequest):
     input: str = Field(description="the model node to evaluate")
-    tasks: list[TaskEntry] = Field(min_length=1, description="tasks and the metric to report for each")
-    include_path: list[Path] = Field(
-        default_factory=list, description="folders of task YAMLs (relative to the graph)"
-    )
     results_file: Path | None = Field(
         None, description="scores as JSON (default: out/evaluations/NODE.json next to the graph)"
     )
     lm_eval_results_file: Path | None = Field(
         None, description="lm-eval's own results JSON (default: out/evaluations/NODE.lm_eval.json)"
     )
-
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _strings_are_tasks(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"task": v} if isinstance(v, str) else v for v in value]
-        return value
 
 
 def evaluation_key(model_key: str, task_hash: str, metric: str, params: EvaluationOptions) -> str:
@@ -246,7 +75,7 @@ def examples_key(model_key: str, task_hash: str, metric: str, params: Evaluation
 
 
 def _task_specs_and_keys(
-    params: EvaluateParams, model: Model
+    params: EvaluationRequest, model: Model
 ) -> tuple[list, dict[str, tuple[str, str, bool]]]:
     """Specs, and per task: (score key, per-example key, whether the task is a group or tag)."""
     from graphmerge.evaluation.tasks import (
@@ -356,7 +185,7 @@ def _score_value(hit: Any) -> tuple[float, float | None]:
 
 
 def run_evaluation(
-    ctx: RunContext, params: EvaluateParams, model: Model, *, lm_eval_results: bool = False
+    ctx: RunContext, params: EvaluationRequest, model: Model, *, lm_eval_results: bool = False
 ) -> dict[str, Any]:
     """Scores of `model` on every task, evaluating only what the cache does not already hold.
 
@@ -367,7 +196,7 @@ def run_evaluation(
         raise EvaluationError(
             "the model has no tokenizer", fix="load models whose folders include tokenizer files"
         )
-    if params.backend == "vllm" and _vllm_missing():
+    if params.backend == "vllm" and vllm_missing():
         raise EvaluationError(
             "backend vllm needs vLLM, which is not installed",
             fix="pip install 'graphmerge[vllm]' (a CUDA machine), or use backend: hf",
@@ -396,7 +225,7 @@ def run_evaluation(
 class _Job:
     """One node's evaluation: what to look up, what to run, and the scores found."""
 
-    def __init__(self, ctx: RunContext, params: EvaluateParams, model: Model, specs, keys):
+    def __init__(self, ctx: RunContext, params: EvaluationRequest, model: Model, specs, keys):
         self.ctx, self.params, self.model, self.specs, self.keys = ctx, params, model, specs, keys
         self.include = [str(p) for p in params.include_path]
         self.opts = replace(
@@ -510,7 +339,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def check_evaluation(ctx: RunContext, params: EvaluateParams, model: Model) -> dict[str, Any]:
+def check_evaluation(ctx: RunContext, params: EvaluationRequest, model: Model) -> dict[str, Any]:
     """Task names, their data files and metrics, and the model's tokenizer, without evaluating;
     the scores are stand-ins (NaN)."""
     from graphmerge.evaluation.tasks import check_tasks
@@ -561,13 +390,11 @@ def check_writable_file(path: Path) -> None:
     cache_state=evaluation_state,
     extras=("eval",),
     check=evaluate_check,
+    summary=lambda name, value: {"scores": {name: value["scores"]}},
 )
 def evaluate_node(ctx: RunContext, params: EvaluateParams, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Run lm-eval tasks on a model built in memory from the merged tensors (no checkpoint written)."""
-    own = not ctx.node_name.startswith("__")  # a graph's own evaluate node, not a search trial's
-    result = run_evaluation(ctx, params, inputs[params.input], lm_eval_results=own)
-    if not own:  # trial evaluations are reported by the search's progress line
-        return result
+    result = run_evaluation(ctx, params, inputs[params.input], lm_eval_results=True)
     shown = ", ".join(
         f"{t}={v:.4f}" + (f"±{result['stderr'][t]:.4f}" if t in result.get("stderr", {}) else "")
         for t, v in result["scores"].items()

@@ -10,7 +10,7 @@ from .driver import (
     run_search,
 )
 from .records import Objective, TrialOutcome, TrialRecord
-from .space import build_space, config_to_dict, substitute_params, validate_config
+from .space import build_space, config_to_dict, validate_config
 
 __all__ = [
     "Objective",
@@ -25,6 +25,5 @@ __all__ = [
     "config_to_dict",
     "progress_line",
     "run_search",
-    "substitute_params",
     "validate_config",
 ]

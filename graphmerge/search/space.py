@@ -1,4 +1,4 @@
-"""Search spaces: YAML-shaped dicts -> ConfigSpace, and config -> trial-subgraph substitution.
+"""Search spaces: YAML-shaped dicts -> ConfigSpace, and configurations as plain dicts.
 
 A search space in a graph file is plain data so that it can be hashed, diffed and cached like every other
 node field; ConfigSpace objects only exist inside the search. Every error is a SpecError that names the
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -331,72 +330,3 @@ def space_fingerprint(space: ConfigurationSpace) -> str:
     data.pop("name", None)
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Template substitution
-# ---------------------------------------------------------------------------------------------------------
-
-_REF = re.compile(r"\$\{(params\.([A-Za-z0-9_.\-:/]+)|budget)\}")
-_ABSENT = object()
-
-
-def substitute_params(
-    template: Any,
-    config: Mapping[str, Any],
-    budget: int | None,
-    *,
-    known: Iterable[str] | None = None,
-    where: str = "trial",
-) -> Any:
-    """Replace `${params.NAME}` and `${budget}` in a nested trial-subgraph template.
-
-    A string that is exactly one reference becomes the value itself (keeps int/float/bool types). A reference
-    to an inactive conditional parameter (absent from `config`), or `${budget}` with no budget, removes the
-    mapping entry / list item that holds it, so conditional parameters simply do not appear in the trial.
-    Inside a longer string such a reference is an error because half a string cannot be dropped.
-    `known` (all parameter names of the space) turns references to unknown names into errors instead of
-    treating them as inactive.
-    """
-    known_set = set(known) if known is not None else None
-    out = _subst(template, config, budget, known_set, where)
-    return {} if out is _ABSENT and isinstance(template, Mapping) else out
-
-
-def _lookup_ref(match: re.Match, config, budget, known, where) -> Any:
-    if match.group(1) == "budget":
-        return _ABSENT if budget is None else budget
-    name = match.group(2)
-    if name in config:
-        return plain(config[name])
-    if known is not None and name not in known:
-        raise SpecError(f"`${{params.{name}}}` names no parameter of the search space", where=where)
-    return _ABSENT
-
-
-def _subst(node: Any, config, budget, known, where: str) -> Any:
-    if isinstance(node, str):
-        whole = _REF.fullmatch(node)
-        if whole:
-            return _lookup_ref(whole, config, budget, known, where)
-
-        def repl(m: re.Match) -> str:
-            value = _lookup_ref(m, config, budget, known, where)
-            if value is _ABSENT:
-                raise SpecError(
-                    f"`{m.group(0)}` has no value (inactive or no budget) inside {node!r}", where=where
-                )
-            return str(value)
-
-        return _REF.sub(repl, node)
-    if isinstance(node, Mapping):
-        out = {}
-        for k, v in node.items():
-            sub = _subst(v, config, budget, known, f"{where}.{k}")
-            if sub is not _ABSENT:
-                out[k] = sub
-        return out
-    if isinstance(node, (list, tuple)):
-        items = [_subst(v, config, budget, known, f"{where}[{i}]") for i, v in enumerate(node)]
-        return [v for v in items if v is not _ABSENT]
-    return node

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from graphmerge.errors import SpecError
+from graphmerge.params import pydantic_problems
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,11 +23,5 @@ def parse_model(cls: type[M], data: Mapping[str, Any] | M | None, *, where: str)
     try:
         return cls.model_validate(dict(data))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            allowed = ", ".join(cls.model_fields)
-            raise SpecError(f"`{loc}`: {msg}", where=where, fix=f"allowed: {allowed}") from None
-        raise SpecError(f"`{loc}`: {msg}" if loc else msg, where=where) from None
+        key, problem = pydantic_problems(e, cls, noun="key")[0]
+        raise SpecError(f"`{key}`: {problem}", where=where) from None

@@ -11,7 +11,16 @@ from typing import Any
 
 from graphmerge.search.validation import parse_model
 
-from .base import FINAL_NODE, STRATEGIES, ModelInfo, Strategy, StrategySettings, strategy
+from .base import (
+    FINAL_NODE,
+    STRATEGIES,
+    ModelInfo,
+    SearchOutcome,
+    Strategy,
+    StrategyReport,
+    StrategySettings,
+    strategy,
+)
 
 
 def get_strategy(name: str) -> Strategy:
@@ -27,7 +36,9 @@ __all__ = [
     "FINAL_NODE",
     "STRATEGIES",
     "ModelInfo",
+    "SearchOutcome",
     "Strategy",
+    "StrategyReport",
     "StrategySettings",
     "get_strategy",
     "parse_settings",

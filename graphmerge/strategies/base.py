@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ConfigSpace import ConfigurationSpace
@@ -74,8 +74,27 @@ class StrategySettings(BaseModel):
 
 
 @dataclass(frozen=True)
+class SearchOutcome:
+    """What a strategy's `report` hook sees once its search has finished: the best trial's scores and
+    the source models' scores on the same tasks at the best trial's budget (model ref -> {scores, score})."""
+
+    best_score: float
+    best_scores: Mapping[str, float]
+    sources: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class StrategyReport:
+    """What a strategy adds to the run summary (--json) and to the log after its search."""
+
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Strategy:
-    """The interface the optimize node uses; a strategy module registers one with `@strategy`."""
+    """The interface the optimize node uses; a strategy module registers one with `@strategy`.
+    `report(settings, outcome) -> StrategyReport`: optional, what the strategy says about its result."""
 
     name: str
     settings_type: type[StrategySettings]
@@ -84,6 +103,7 @@ class Strategy:
     initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]]
     is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool]
     doc: str = ""
+    report: Callable[[Any, SearchOutcome], StrategyReport] | None = None
 
 
 def always_feasible(config: Mapping[str, Any], settings: Any, model_info: ModelInfo) -> bool:
@@ -105,6 +125,7 @@ def strategy(
     initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]],
     is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool] = always_feasible,
     doc: str | None = None,
+    report: Callable[[Any, SearchOutcome], StrategyReport] | None = None,
 ) -> Callable[[TrialNodes], TrialNodes]:
     """Register the decorated `trial_nodes(config, settings, model_info)` as search strategy `name`, with
     its settings model and space. `doc` defaults to the docstring of the module that defines it."""
@@ -114,7 +135,7 @@ def strategy(
             text = getattr(sys.modules.get(trial_nodes.__module__), "__doc__", None) or ""
         else:
             text = doc
-        entry = Strategy(name, settings, build_space, trial_nodes, initial_configs, is_feasible, text)
+        entry = Strategy(name, settings, build_space, trial_nodes, initial_configs, is_feasible, text, report)
         STRATEGIES.add(name, entry, trial_nodes, settings)
         return trial_nodes
 

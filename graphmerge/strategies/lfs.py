@@ -172,7 +172,7 @@ def _values(cfg: Mapping[str, Any], g: int, settings: LfsSettings, suffix: str) 
 
 
 def merge_spec(cfg: Mapping[str, Any], g: int, settings: LfsSettings) -> dict[str, Any]:
-    """The merge spec of group g (the `merge` node's graph-file shape, without `op`)."""
+    """The merge spec of group g (a `merge` node's parameters, without `op`)."""
     method = cfg[f"g{g}_method"]
     if method in mc.NEW_METHODS:
         return mc.merge_spec(

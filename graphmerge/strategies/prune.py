@@ -31,6 +31,8 @@ from .base import (
     LAMBDA,
     WEIGHT,
     ModelInfo,
+    SearchOutcome,
+    StrategyReport,
     StrategySettings,
     checked_config,
     strategy,
@@ -142,7 +144,22 @@ def initial_configs(settings: PruneSettings, model_info: ModelInfo) -> list[dict
     return out
 
 
-@strategy("prune", settings=PruneSettings, build_space=build_space, initial_configs=initial_configs)
+def report(settings: PruneSettings, outcome: SearchOutcome) -> StrategyReport:
+    """How much of the unpruned base model's score the best pruned model keeps."""
+    reference = outcome.sources[settings.base]
+    kept = outcome.best_score / reference["score"] if reference["score"] else None
+    share = f"{kept:.1%} of its score" if kept is not None else "an undefined share (unpruned score 0)"
+    return StrategyReport(
+        summary={
+            "unpruned": {"scores": reference["scores"], "score": reference["score"], "score_kept": kept}
+        },
+        lines=(f"unpruned {reference['scores']}; the pruned model keeps {share}",),
+    )
+
+
+@strategy(
+    "prune", settings=PruneSettings, build_space=build_space, initial_configs=initial_configs, report=report
+)
 def trial_nodes(
     config: Mapping[str, Any], settings: PruneSettings, model_info: ModelInfo
 ) -> dict[str, dict[str, Any]]:

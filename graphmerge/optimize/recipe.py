@@ -1,21 +1,20 @@
-"""What an `optimize` node leaves behind besides the trial table: standalone recipes that rebuild a chosen
-model (paths relative to wherever the recipe is written) and the scores of models on given tasks.
-
-Kept apart from the node itself: these are the parts a user reads and reruns, and the node stays the loop.
-"""
+"""Standalone recipes that rebuild a chosen model: the search graph's sources, the trial's nodes and a
+save node, with paths relative to wherever the recipe is written. Written once per chosen model (the
+best, a fixed configuration, each Pareto member) by `export`, which also attaches it to the model so
+that `save` writes it into the model card."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import SpecError
-from graphmerge.executor import RunContext
 from graphmerge.nodes.card import plain
 from graphmerge.plan import Model
 from graphmerge.spec import GraphSpec, ancestors, path_fields
@@ -73,16 +72,7 @@ class Recipe:
         return header + yaml.safe_dump(plain(doc), sort_keys=False, default_flow_style=None, width=120)
 
 
-def score_models(
-    ctx: RunContext, eval_spec: Mapping[str, Any], models: Mapping[str, Model]
-) -> dict[str, dict[str, Any]]:
-    """{name: {scores: {task: value}, score: weighted sum}} for each model, through the evaluation cache."""
-    from graphmerge.nodes.evaluate import EvaluateParams, run_evaluation
-
-    params = EvaluateParams(**{**eval_spec, "input": "reference"})
-    weights = {t.task: t.weight for t in params.tasks}
-    out = {}
-    for name, model in models.items():
-        scores = dict(run_evaluation(ctx, params, model)["scores"])
-        out[name] = {"scores": scores, "score": sum(scores[t] * w for t, w in weights.items())}
-    return out
+def export(recipe: Recipe, model: Model, path: Path) -> Model:
+    """Write `recipe` to `path` and return `model` carrying it (for its model card)."""
+    atomic_write_bytes(path, recipe.render(path.parent).encode())
+    return replace(model, recipe=recipe.render)
