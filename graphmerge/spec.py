@@ -4,6 +4,7 @@ line, node and key."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import types
@@ -62,6 +63,11 @@ class GraphSpec:
 
     def where(self, node: str | None = None, key: str | None = None) -> str:
         return _where(self.file, self.lines, node, key)
+
+
+def plain(value: Any) -> Any:
+    """Plain YAML-able data (paths and tuples as JSON would write them), for saved graphs and recipes."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _where(file: Path | None, lines: Mapping[tuple, int], node: str | None, key: str | None) -> str:

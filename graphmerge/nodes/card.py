@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,9 @@ from typing import Any
 import yaml
 
 from graphmerge.plan import Model
-from graphmerge.spec import GraphSpec, ancestors
+from graphmerge.spec import GraphSpec, ancestors, plain
 
 __all__ = ["component_versions", "model_card", "plain", "resolved_graph_yaml"]
-
-
-def plain(value: Any) -> Any:
-    """Plain YAML-able data (paths and tuples as JSON would write them)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def component_versions(graph: GraphSpec) -> dict[str, Any]:

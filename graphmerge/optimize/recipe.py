@@ -15,9 +15,8 @@ import yaml
 
 from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import SpecError
-from graphmerge.nodes.card import plain
 from graphmerge.plan import Model
-from graphmerge.spec import GraphSpec, ancestors, path_fields
+from graphmerge.spec import GraphSpec, ancestors, path_fields, plain
 
 
 def _relative(value: Any, folder: Path) -> Any:
