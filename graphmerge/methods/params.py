@@ -47,8 +47,8 @@ def param(
     le: float | None = None,
     name: str | None = None,
 ) -> Any:
-    """A method parameter: no default = required; `ge`/`le` bound numbers; `name` is the graph's key
-    when it is not a Python identifier (`lambda`)."""
+    """A method parameter: no default = required (None is no default either); `ge`/`le` bound
+    numbers; `name` is the graph's key when it is not a Python identifier (`lambda`)."""
     return field(default=default, metadata={"doc": doc, "ge": ge, "le": le, "name": name})
 
 
@@ -62,6 +62,7 @@ class MethodParams:
         return None
 
     def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        # `mode` because hashing calls it the pydantic way; the values are JSON-ready either way.
         return {key: getattr(self, attr) for attr, key in _keys(type(self)).items()}
 
 
