@@ -65,6 +65,6 @@ def fisher(x: MergeInputs[FisherWeight, FisherParams]) -> torch.Tensor:
     elif floor == 0 and bool((torch.stack([f * w for f, w in zip(fishers, weights)]).sum(0) == 0).any()):
         raise MergeError(
             "fisher: some parameter has zero Fisher information in every model and fisher_floor is 0",
-            fix="set fisher_floor > 0 (default 1e-6) or use more calibration data",
+            fix=f"set fisher_floor > 0 (default {FisherParams.fisher_floor:g}) or use more calibration data",
         )
     return fisher_average(x.tensors, [f for f in fishers if f is not None], weights, floor)

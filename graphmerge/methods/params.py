@@ -47,8 +47,8 @@ def param(
     le: float | None = None,
     name: str | None = None,
 ) -> Any:
-    """A method parameter: no default = required; `ge`/`le` bound numbers; `name` is the graph's key
-    when it is not a Python identifier (`lambda`)."""
+    """A method parameter: no default = required (None is no default either); `ge`/`le` bound
+    numbers; `name` is the graph's key when it is not a Python identifier (`lambda`)."""
     return field(default=default, metadata={"doc": doc, "ge": ge, "le": le, "name": name})
 
 
@@ -62,6 +62,7 @@ class MethodParams:
         return None
 
     def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        # `mode` because hashing calls it the pydantic way; the values are JSON-ready either way.
         return {key: getattr(self, attr) for attr, key in _keys(type(self)).items()}
 
 
@@ -73,7 +74,12 @@ class NoParams(MethodParams):
 @cache
 def _keys(cls: type[MethodParams]) -> dict[str, str]:
     """Attribute name -> the graph's key."""
-    return {f.name: f.metadata.get("name") or f.name for f in fields(cls)}
+    return {f.name: _meta(f)["name"] or f.name for f in fields(cls)}
+
+
+def _meta(f: Field) -> dict[str, Any]:
+    """A field's `param(...)` settings (a plain field, `w: float = 1.0`, has none)."""
+    return {"doc": "", "ge": None, "le": None, "name": None, **f.metadata}
 
 
 def _kind(hint: Any) -> tuple[type, tuple[str, ...]]:
@@ -91,12 +97,13 @@ def specs(cls: type[MethodParams]) -> dict[str, ParamSpec]:
     out = {}
     for f in fields(cls):
         kind, choices = _kind(hints[f.name])
-        out[f.metadata.get("name") or f.name] = ParamSpec(
+        meta = _meta(f)
+        out[meta["name"] or f.name] = ParamSpec(
             default=None if f.default is MISSING else f.default,
             kind=kind,
-            minimum=f.metadata.get("ge"),
-            maximum=f.metadata.get("le"),
-            doc=f.metadata.get("doc", ""),
+            minimum=meta["ge"],
+            maximum=meta["le"],
+            doc=meta["doc"],
             choices=choices,
         )
     return out
@@ -117,7 +124,7 @@ def check_declaration(cls: Any, method: str) -> type[MethodParams]:
 def with_defaults(cls: type[P], name: str, **defaults: Any) -> type[P]:
     """A subclass of `cls` whose fields given here take other defaults (a method variant's): the
     declaration's types, ranges and docs stay where they are written, once."""
-    by_key: dict[str, Field] = {f.metadata.get("name") or f.name: f for f in fields(cls)}
+    by_key: dict[str, Field] = {_meta(f)["name"] or f.name: f for f in fields(cls)}
     hints = get_type_hints(cls)
     redeclared = [
         (by_key[key].name, hints[by_key[key].name], field(default=value, metadata=by_key[key].metadata))
