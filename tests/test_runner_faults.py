@@ -306,7 +306,10 @@ def test_full_disk_while_writing_the_cache(tmp_path):
     try:
         out = tmp_path / "out"
         cache = disk / "cache"
-        error = _run_expecting_error(_tiny_merge(tmp_path, out), cache)
+        graph = _tiny_merge(tmp_path, out)
+        # The default budget (half the free space) never fills a disk: give one larger than it.
+        graph.write_text("cache: {max_size: 100MB}\n" + graph.read_text())
+        error = _run_expecting_error(graph, cache)
         assert str(cache) in error and ("no space left" in error or "disk is full" in error), error
         assert "nothing was lost" in error, error
         assert not out.exists()

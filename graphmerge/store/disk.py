@@ -88,9 +88,10 @@ class DiskStore:
             # no fsync: a blob torn by a power cut fails its digest check on read
             if not _replace(tmp, path):
                 return 0
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            kept = "finished work is cached, the partial blob was removed and existing outputs are unchanged"
+            raise (storage_error(exc, self.root, "a cache blob", kept) or exc) from exc
         self.journal.note("+", [key])
         return size
 
@@ -138,14 +139,18 @@ class DiskStore:
     def put_record(self, kind: RecordKind, key: Any, value: Any) -> None:
         path = self._record_path(kind, key)
         data = encode_record(key, value)
-        fd, tmp = temp_beside(path)
+        try:
+            fd, tmp = temp_beside(path)
+        except OSError as exc:
+            raise (storage_error(exc, self.root, f"a cache {kind} entry", "no entry was changed") or exc) from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             _replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            kept = "the partial entry was removed and existing outputs are unchanged"
+            raise (storage_error(exc, self.root, f"a cache {kind} entry", kept) or exc) from exc
 
     def _record_files(self, kind: RecordKind) -> Iterator[Path]:
         folder = self.root / kind
