@@ -500,7 +500,7 @@ def _search(
         is_feasible=problem.is_feasible,
         write_reports=False,
     )
-    if settings.n_workers > 1:
+    if settings.distributed:
         _merge_worker_stats(ctx, result)
     if result.diverged:
         ctx.log(f"{ctx.node_name}: {result.divergence_note()}")
