@@ -16,6 +16,7 @@ from graphmerge.errors import GraphmergeError, SpecError
 from graphmerge.executor import RunContext, run_nodes
 from graphmerge.nodes.evaluate import EvaluationOptions
 from graphmerge.nodes.optimize_outputs import Recipe, score_models
+from graphmerge.nodes.optimize_report import Stopwatch, write_report_md
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model
 from graphmerge.registry import node
@@ -265,6 +266,7 @@ class TrialRunner:
                 "cold_tasks": cold_task_count(values[self.params.output]),
                 "evaluations_run": delta["evaluations_run"],
                 "evaluations_cached": delta["evaluations_cached"],
+                "examples": delta["examples_evaluated"],
                 "tensor_s": round(delta["tensor_seconds"], 4),
                 "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
             },
@@ -471,6 +473,7 @@ def _merge_worker_stats(ctx: RunContext, result: Any) -> None:
         ctx.stats.tasks_cached += int(r.extra.get("cached", 0))
         ctx.stats.evaluations_run += int(r.extra.get("evaluations_run", 0))
         ctx.stats.evaluations_cached += int(r.extra.get("evaluations_cached", 0))
+        ctx.stats.examples_evaluated += int(r.extra.get("examples", 0))
 
 
 def _search(
@@ -486,6 +489,7 @@ def _search(
 
     settings = _smac_settings(params)
     _check_held_out(params)
+    clock = Stopwatch.start(ctx)
 
     def on_trial(record, best) -> None:
         ctx.log(progress_line(record, best, settings.n_trials))
@@ -548,6 +552,10 @@ def _search(
             + ", ".join(f"{k} {v['score']:.4g}" for k, v in held_out["sources"].items())
         )
     files = result.write(out_dir, references={k: v["score"] for k, v in references.items()}, caption=caption)
+    files["report_md"] = write_report_md(
+        ctx, clock, settings=settings, result=result, references=references, held_out=held_out,
+        recipe_path=recipe_path, out_dir=out_dir, in_flight=result.in_flight,
+    )  # fmt: skip
     executed = [r.extra.get("executed", 0) for r in result.trials if not r.replayed]
     ctx.extras.update(
         trials=len(result.trials),

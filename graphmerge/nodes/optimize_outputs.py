@@ -7,6 +7,7 @@ Kept apart from the node itself: these are the parts a user reads and reruns, an
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,12 @@ def score_models(
     params = EvaluateParams(**{**eval_spec, "input": "reference"})
     weights = {t.task: t.weight for t in params.tasks}
     out = {}
+    started = time.perf_counter()
     for name, model in models.items():
         scores = dict(run_evaluation(ctx, params, model)["scores"])
         out[name] = {"scores": scores, "score": sum(scores[t] * w for t, w in weights.items())}
+    # Counted with the evaluate nodes' time, so that a search's report splits its wall time completely.
+    ctx.stats.op_seconds["evaluate"] = (
+        ctx.stats.op_seconds.get("evaluate", 0.0) + time.perf_counter() - started
+    )
     return out

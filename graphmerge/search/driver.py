@@ -159,6 +159,7 @@ class SearchResult:
     diverged_at: int | None = None  # number of the first such trial
     history: tuple[TrialRecord, ...] = ()
     libraries_then: Mapping[str, str] | None = None  # the log's library versions, when they differ
+    in_flight: int = 1  # trials run at once (on Dask workers when more than one or with scheduler_address)
     log_path: Path | None = None
     files: Mapping[str, Path] = field(default_factory=dict)
 
@@ -544,10 +545,12 @@ def run_search(
         smac_logger.setLevel(logging.WARNING)  # SMAC's INFO chatter would drown our one line per trial
 
     tmp = Path(tempfile.mkdtemp(prefix="graphmerge-smac-"))
+    in_flight = 1
     try:
         smac = _make_smac(space, settings, tmp / "smac", initial)
         if settings.distributed:
             with trial_cluster(settings) as cluster:
+                in_flight = cluster.in_flight
                 _loop_parallel(smac, session, objective, cluster.client, cluster.in_flight)
         else:
             _loop_sequential(smac, session, objective)
@@ -579,6 +582,7 @@ def run_search(
         diverged_at=session.diverged_at,
         history=tuple(history),
         libraries_then=tlog.libraries_then,
+        in_flight=in_flight,
         log_path=tlog.path,
     )
     if write_reports:
