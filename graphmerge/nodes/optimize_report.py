@@ -71,7 +71,8 @@ def write_report_md(
         evaluation_s=max(0.0, evaluate_s - float(delta["tensor_seconds"])),
         in_flight=in_flight,
         distributed=distributed,
-        worker_trial_s=sum(r.time_s for r in remote),
+        # finished - started spans the whole call on the worker, its first trial's context building included
+        worker_trial_s=sum(max(0.0, r.finished - r.started) for r in remote),
         worker_tensor_s=sum(float(r.extra.get("tensor_s", 0.0)) for r in remote),
         worker_evaluation_s=sum(float(r.extra.get("evaluation_s", 0.0)) for r in remote),
     )

@@ -189,7 +189,7 @@ def _time(t: TimeSplit) -> list[str]:
     rows = [
         ("tensor work in trials", t.worker_tensor_s),
         ("evaluation in trials", t.worker_evaluation_s),
-        ("rest of the trials (building contexts, planning)", other),
+        ("rest of the trials (loading the sources on each worker, planning)", other),
         ("**trials, summed over workers**", t.worker_trial_s),
     ]
     driver = [
