@@ -14,7 +14,6 @@ from graphmerge.runner import run_graph
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "models" / "tiny"
-pytestmark = pytest.mark.slow
 
 GRAPH = {
     "nodes": {
@@ -50,6 +49,7 @@ def table(text: str, heading: str) -> dict[str, list[str]]:
     return {c[0]: c[1:] for c in cells}
 
 
+@pytest.mark.slow
 def test_report_md_of_a_short_search_agrees_with_its_other_outputs(tmp_path):
     graph = tmp_path / "g.yaml"
     body = json.loads(json.dumps(GRAPH).replace("OUT", str(tmp_path / "out")))
@@ -105,3 +105,45 @@ def test_report_md_of_a_short_search_agrees_with_its_other_outputs(tmp_path):
     report = (out / "report.md").read_text()
     assert "0 evaluated, 6 replayed from the trial log" in report
     assert f"**{spent:,} examples** evaluated by the 6 trials of this search; 0 of them" in report
+
+
+def test_pareto_members_and_worker_time_in_the_report(tmp_path):
+    from graphmerge.search import Objective, SmacSettings, TrialOutcome, build_space, run_search
+    from graphmerge.search.report_md import ReportInputs, Scored, TimeSplit, render_report
+
+    def two(config, limit):
+        x = config["x"]
+        return TrialOutcome(
+            scores={"a": -((x - 1.0) ** 2), "b": -((x + 1.0) ** 2)}, extra={"examples": limit}
+        )
+
+    settings = SmacSettings(
+        facade="multi_objective", n_trials=8, n_initial=4, min_budget=None, max_budget=None,
+        objectives=[Objective(name="a"), Objective(name="b")],
+    )  # fmt: skip
+    space = build_space({"params": {"x": {"type": "float", "low": -3.0, "high": 3.0}}})
+    result = run_search(space, two, settings, tmp_path, write_reports=False)
+    members = [
+        Scored(f"pareto_{i}", "pareto", r.scores, r.score, trial=r.number)
+        for i, r in enumerate(result.pareto)
+    ]
+    time_split = TimeSplit(
+        wall_s=10.0, tensor_s=1.0, evaluation_s=2.0, in_flight=2, distributed=True,
+        worker_trial_s=15.0, worker_tensor_s=3.0, worker_evaluation_s=9.0, trials_span_s=8.0,
+    )  # fmt: skip
+    page = render_report(
+        ReportInputs(
+            node="search", facade="multi_objective", seed=0, objectives=["a", "b"], trials=result.all_trials,
+            told=len(result.trials), best=result.best, models=members, recipe_text="nodes: {}\n",
+            recipe_file="best_recipe.yaml", time=time_split,
+        )
+    )  # fmt: skip
+    assert len(result.pareto) >= 2
+    for m in members:
+        row = next(
+            line for line in page.splitlines() if line.startswith(f"| **{m.name}** (trial #{m.trial})")
+        )
+        assert f"| {m.scores['a']:.3f} | {m.scores['b']:.3f} | {m.score:.3f} |" in row
+    assert "busy with trials 94% of the time" in page  # 15 s of trials in 8 s x 2 workers
+    assert "| rest of the trials (loading the sources on each worker, planning) | 3.0 s | 20% |" in page
+    assert "| overhead (SMAC, waiting for workers, plots) | 7.0 s | 70% |" in page

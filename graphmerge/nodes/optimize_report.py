@@ -75,6 +75,8 @@ def write_report_md(
         worker_trial_s=sum(max(0.0, r.finished - r.started) for r in remote),
         worker_tensor_s=sum(float(r.extra.get("tensor_s", 0.0)) for r in remote),
         worker_evaluation_s=sum(float(r.extra.get("evaluation_s", 0.0)) for r in remote),
+        trials_span_s=max((r.finished for r in remote), default=0.0)
+        - min((r.started for r in remote), default=0.0),
     )
     trial_run_examples = sum(trial_examples(r) or 0 for r in fresh)
     notes = []

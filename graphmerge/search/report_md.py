@@ -39,6 +39,7 @@ class TimeSplit:
     worker_trial_s: float = 0.0
     worker_tensor_s: float = 0.0
     worker_evaluation_s: float = 0.0
+    trials_span_s: float = 0.0  # from the first evaluated trial's start to the last one's end
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _time(t: TimeSplit) -> list[str]:
             f"| {name} | {_seconds(v)} | {_share(v, t.wall_s)} |" for name, v in rows
         ]
     other = max(0.0, t.worker_trial_s - t.worker_tensor_s - t.worker_evaluation_s)
-    busy = _share(t.worker_trial_s, t.wall_s * t.in_flight)
+    busy = _share(t.worker_trial_s, t.trials_span_s * t.in_flight)
     rows = [
         ("tensor work in trials", t.worker_tensor_s),
         ("evaluation in trials", t.worker_evaluation_s),
@@ -200,8 +201,9 @@ def _time(t: TimeSplit) -> list[str]:
     ]
     return (
         [
-            f"Trials ran on Dask workers, {t.in_flight} at a time; the workers were busy with trials "
-            f"{busy} of the time they were held (trial seconds / (wall time × {t.in_flight})).",
+            f"Trials ran on Dask workers, {t.in_flight} at a time; from the first trial's start to the last "
+            f"one's end ({_seconds(t.trials_span_s)}) the workers were busy with trials {busy} of the time "
+            f"(trial seconds / (that span × {t.in_flight})).",
             "",
             "| on the workers | time | share |",
             "| --- | ---: | ---: |",
