@@ -308,35 +308,13 @@ def test_scheduler_address_must_be_host_and_port(address):
 
 @pytest.mark.slow
 def test_search_of_the_bundled_models_on_the_cluster_writes_its_report(cluster, tmp_path):
-    import yaml
+    from test_search_report_md import short_search
 
     from graphmerge.runner import run_graph
 
     cluster.wait_for_workers(2)
-    tiny = REPO / "models" / "tiny"
-    body = {
-        "nodes": {
-            "base": {"op": "load", "path": str(tiny / "base")},
-            "add": {"op": "load", "path": str(tiny / "add")},
-            "reverse": {"op": "load", "path": str(tiny / "reverse")},
-            "search": {
-                "op": "optimize",
-                "strategy": "lfs",
-                "base": "base",
-                "models": ["add", "reverse"],
-                "settings": {"layer_granularity": 2, "methods": ["linear"]},
-                "objectives": [
-                    {"task": "tiny_add_val", "metric": "exact_match"},
-                    {"task": "tiny_reverse_val", "metric": "exact_match"},
-                ],
-                "include_path": [str(REPO / "graphs" / "tasks")],
-                "smac": {"facade": "hpo", "n_trials": 4, "max_budget": 4, "scheduler_address": cluster.address},
-                "out": str(tmp_path / "out"),
-            },
-        }
-    }
-    graph = tmp_path / "g.yaml"
-    graph.write_text(yaml.safe_dump(body))
+    smac = {"facade": "hpo", "n_trials": 4, "max_budget": 4, "scheduler_address": cluster.address}
+    graph = short_search(tmp_path, smac)
     run = run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["extra"]["evaluations_run"] == 2 for r in rows)  # evaluated by workers

@@ -9,34 +9,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_optimize import search_graph
 
 from graphmerge.runner import run_graph
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / "models" / "tiny"
+SMAC = {"facade": "multi_fidelity", "n_trials": 6, "min_budget": 4, "max_budget": 8, "eta": 2}
 
-GRAPH = {
-    "nodes": {
-        "base": {"op": "load", "path": str(TINY / "base")},
-        "add": {"op": "load", "path": str(TINY / "add")},
-        "reverse": {"op": "load", "path": str(TINY / "reverse")},
-        "search": {
-            "op": "optimize",
-            "strategy": "lfs",
-            "base": "base",
-            "models": ["add", "reverse"],
-            "settings": {"layer_granularity": 2, "methods": ["linear", "task_arithmetic"]},
-            "objectives": [
-                {"task": "tiny_add_val", "metric": "exact_match", "held_out": "tiny_add"},
-                {"task": "tiny_reverse_val", "metric": "exact_match", "held_out": "tiny_reverse"},
-            ],
-            "include_path": [str(REPO / "graphs" / "tasks")],
-            "evaluation": {"held_out_limit": 10},
-            "smac": {"facade": "multi_fidelity", "n_trials": 6, "min_budget": 4, "max_budget": 8, "eta": 2},
-            "out": "OUT",
-        },
-    }
-}
+
+def short_search(tmp_path: Path, smac: dict) -> Path:
+    """A short LFS search of the bundled tiny models that selects on validation and reports held-out
+    scores (10 examples per task); its outputs go to tmp_path/out."""
+    objectives = [
+        {"task": "tiny_add_val", "metric": "exact_match", "held_out": "tiny_add"},
+        {"task": "tiny_reverse_val", "metric": "exact_match", "held_out": "tiny_reverse"},
+    ]
+    path = search_graph(
+        tmp_path, "lfs", {"layer_granularity": 2, "methods": ["linear", "task_arithmetic"]}, smac, objectives
+    )
+    body = yaml.safe_load(path.read_text())
+    body["nodes"]["search"]["evaluation"] = {"held_out_limit": 10}
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
 
 
 def table(text: str, heading: str) -> dict[str, list[str]]:
@@ -51,9 +44,7 @@ def table(text: str, heading: str) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 def test_report_md_of_a_short_search_agrees_with_its_other_outputs(tmp_path):
-    graph = tmp_path / "g.yaml"
-    body = json.loads(json.dumps(GRAPH).replace("OUT", str(tmp_path / "out")))
-    graph.write_text(yaml.safe_dump(body))
+    graph = short_search(tmp_path, SMAC)
     run = run_graph(graph, cache_dir=tmp_path / "cache", progress=False)
     out = tmp_path / "out"
     report = (out / "report.md").read_text()

@@ -21,8 +21,10 @@ Guarantees (tests/test_search_determinism.py runs each in fresh processes with d
     (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
     and logged trials not asked again stay in the result's `history`: the best is chosen over everything
     ever logged, so a rerun never reports a worse model than an earlier run found;
-  * with n_workers>1 trials are told in completion order; the log records how many asks preceded each tell,
-    and a replay tells logged trials at the same points, so a rerun asks the same trials and evaluates none.
+  * with n_workers>1 or a scheduler_address trials are told in completion order; the log records how many asks
+    preceded each tell, and a replay tells logged trials at the same points, so a rerun asks the same trials
+    and evaluates none, with any number of workers (tests/test_search_distributed.py, on a real cluster);
+  * a trial whose Dask workers all died is recorded as failed (search/distributed.py) and the search goes on.
 """
 
 from __future__ import annotations

@@ -5,28 +5,24 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import yaml
 from case import Case
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _graph(smac: str) -> str:
-    return f"""vars:
-  models: {REPO / "models" / "tiny"}
-nodes:
-  base: {{op: load, path: ${{models}}/base}}
-  add: {{op: load, path: ${{models}}/add}}
-  search:
-    op: optimize
-    strategy: lfs
-    base: base
-    models: [add]
-    settings: {{layer_granularity: 2, methods: [linear]}}
-    objectives: [{{task: tiny_add_val, metric: exact_match}}]
-    include_path: [{REPO / "graphs" / "tasks"}]
-    smac: {{facade: hpo, n_trials: 2, max_budget: 4, {smac}}}
-    out: out
-"""
+    """An LFS search of two bundled models, with `smac` added to its SMAC settings."""
+    tiny, tasks = REPO / "models" / "tiny", REPO / "graphs" / "tasks"
+    search = {
+        "op": "optimize", "strategy": "lfs", "base": "base", "models": ["add"],
+        "settings": {"layer_granularity": 2, "methods": ["linear"]},
+        "objectives": [{"task": "tiny_add_val", "metric": "exact_match"}],
+        "include_path": [str(tasks)], "out": "out",
+        "smac": {"facade": "hpo", "n_trials": 2, "max_budget": 4, **yaml.safe_load("{" + smac + "}")},
+    }  # fmt: skip
+    loads = {name: {"op": "load", "path": str(tiny / name)} for name in ("base", "add")}
+    return yaml.safe_dump({"nodes": {**loads, "search": search}}, sort_keys=False)
 
 
 def _run(smac: str, command: str = "run"):
