@@ -279,7 +279,7 @@ def test_a_worker_killed_mid_trial_loses_that_trial_only(cluster, tmp_path):
     before = logged(tmp_path / "search")
     cluster.wait_for_workers(2)
     again = run_search(space, objective, settings, tmp_path / "search")
-    assert again.evaluated == 0 and again.replayed == 7
+    assert again.evaluated == 0 and again.replayed == 7 and again.diverged == 0
     assert logged(tmp_path / "search") == before
 
 

@@ -409,7 +409,7 @@ class _Session:
                 self._diverge(asked, "SMAC asked for a configuration the log does not have")
             return None
         entry = queue.popleft()
-        if self.settings.n_workers == 1 and int(entry.get("order", -1)) != len(self.records):
+        if not self.settings.distributed and int(entry.get("order", -1)) != len(self.records):
             self._diverge(
                 asked, f"SMAC asked for logged trial #{int(entry.get('order', -1)) + 1} out of turn"
             )
