@@ -13,6 +13,7 @@ from graphmerge.executor import UNCHECKED, RunContext, run_nodes
 from graphmerge.optimize.params import OptimizeParams
 from graphmerge.optimize.problem import SearchProblem, build_problem, configs_to_check
 from graphmerge.optimize.recipe import Recipe, export
+from graphmerge.optimize.report import Stopwatch, write_report_md
 from graphmerge.optimize.scoring import Evaluator, check_held_out, held_out_report, score_models
 from graphmerge.optimize.trials import TrialRunner, trial_graph
 from graphmerge.plan import Model
@@ -101,6 +102,7 @@ def _merge_worker_stats(ctx: RunContext, result: Any) -> None:
         ctx.stats.tasks_cached += int(r.extra.get("cached", 0))
         ctx.stats.evaluations_run += int(r.extra.get("evaluations_run", 0))
         ctx.stats.evaluations_cached += int(r.extra.get("evaluations_cached", 0))
+        ctx.stats.examples_evaluated += int(r.extra.get("examples", 0))
 
 
 def search(
@@ -119,6 +121,7 @@ def search(
 
     settings = params.smac_settings()
     check_held_out(params)
+    clock = Stopwatch.start(ctx)
 
     def on_trial(record, best) -> None:
         ctx.log(progress_line(record, best, settings.n_trials))
@@ -133,7 +136,7 @@ def search(
         is_feasible=problem.is_feasible,
         write_reports=False,
     )
-    if settings.n_workers > 1:
+    if settings.distributed:
         _merge_worker_stats(ctx, result)
     if result.diverged:
         ctx.log(f"{ctx.node_name}: {result.divergence_note()}")
@@ -178,6 +181,10 @@ def search(
             + ", ".join(f"{k} {v['score']:.4g}" for k, v in held_out["sources"].items())
         )
     files = result.write(out_dir, references={k: v["score"] for k, v in references.items()}, caption=caption)
+    files["report_md"] = write_report_md(
+        ctx, clock, settings=settings, result=result, references=references, held_out=held_out,
+        recipe_path=recipe_path, out_dir=out_dir, in_flight=result.in_flight,
+    )  # fmt: skip
     executed = [r.extra.get("executed", 0) for r in result.trials if not r.replayed]
     summary.update(
         trials=len(result.trials),

@@ -5,6 +5,7 @@ and the sources on held-out data."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,14 @@ def score_models(
     """{name: {scores: {task: value}, score: weighted sum}} for each model, through the evaluation cache."""
     weights = {t.task: t.weight for t in request.tasks}
     out = {}
+    started = time.perf_counter()
     for name, model in models.items():
         scores = dict(evaluate(ctx, request, model)["scores"])
         out[name] = {"scores": scores, "score": sum(scores[t] * w for t, w in weights.items())}
+    # Counted with the evaluate nodes' time, so that a search's report splits its wall time completely.
+    ctx.stats.op_seconds["evaluate"] = (
+        ctx.stats.op_seconds.get("evaluate", 0.0) + time.perf_counter() - started
+    )
     return out
 
 

@@ -132,6 +132,7 @@ class TrialRunner:
                 "cold_tasks": cold_task_count(model),
                 "evaluations_run": delta["evaluations_run"],
                 "evaluations_cached": delta["evaluations_cached"],
+                "examples": delta["examples_evaluated"],
                 "tensor_s": round(delta["tensor_seconds"], 4),
                 "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
             },

@@ -21,8 +21,10 @@ Guarantees (tests/test_search_determinism.py runs each in fresh processes with d
     (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
     and logged trials not asked again stay in the result's `history`: the best is chosen over everything
     ever logged, so a rerun never reports a worse model than an earlier run found;
-  * with n_workers>1 trials are told in completion order; the log records how many asks preceded each tell,
-    and a replay tells logged trials at the same points, so a rerun asks the same trials and evaluates none.
+  * with n_workers>1 or a scheduler_address trials are told in completion order; the log records how many asks
+    preceded each tell, and a replay tells logged trials at the same points, so a rerun asks the same trials
+    and evaluates none, with any number of workers (tests/test_search_distributed.py, on a real cluster);
+  * a trial whose Dask workers all died is recorded as failed (search/distributed.py) and the search goes on.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ConfigSpace import Configuration, ConfigurationSpace
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from graphmerge.atomic import atomic_write_bytes
 from graphmerge.errors import GraphmergeError, SpecError
 
 from .determinism import library_versions, stable_acquisition_maximizer
+from .distributed import WORKER_LOST, check_scheduler_address, remote_failure, trial_cluster, worker_lost
 from .pareto import non_dominated
 from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
 from .report import convergence_png, pareto_png, trials_csv, trials_jsonl
@@ -77,14 +80,22 @@ class SmacSettings(BaseModel):
     max_budget: int | None = Field(1000, ge=1)
     eta: int = Field(3, ge=2)
     seed: int = 0
+    # Trials in flight. >1 without scheduler_address: a LocalCluster of n_workers processes. With
+    # scheduler_address and no n_workers: as many as the scheduler's worker threads when the search starts.
     n_workers: int = Field(1, ge=1)
-    scheduler_address: str | None = None  # dask scheduler; None = a LocalCluster of n_workers processes
+    scheduler_address: str | None = None  # a `dask scheduler` (tcp://HOST:PORT) that runs the trials
+    worker_wait_s: float = Field(120.0, gt=0)  # how long to wait for the scheduler's first worker
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(name="score")], min_length=1)
     # Random (multi-fidelity) / Sobol (hpo) initial points, on top of the explicit initial configs.
     n_initial: int = Field(0, ge=0)
     # "raise": an exception in the objective stops the search (finished trials stay logged; rerun resumes).
     # "worst": the trial gets every objective's worst score and the search goes on.
     on_error: Literal["raise", "worst"] = "raise"
+
+    @field_validator("scheduler_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else check_scheduler_address(value)
 
     @model_validator(mode="after")
     def _check(self) -> SmacSettings:
@@ -109,6 +120,11 @@ class SmacSettings(BaseModel):
     @property
     def multi_objective(self) -> bool:
         return self.facade == "multi_objective"
+
+    @property
+    def distributed(self) -> bool:
+        """Trials run on Dask workers (in other processes), not in this one."""
+        return self.n_workers > 1 or self.scheduler_address is not None
 
     @property
     def uses_budgets(self) -> bool:
@@ -146,6 +162,7 @@ class SearchResult:
     diverged_at: int | None = None  # number of the first such trial
     history: tuple[TrialRecord, ...] = ()
     libraries_then: Mapping[str, str] | None = None  # the log's library versions, when they differ
+    in_flight: int = 1  # trials run at once (on Dask workers when more than one or with scheduler_address)
     log_path: Path | None = None
     files: Mapping[str, Path] = field(default_factory=dict)
 
@@ -393,7 +410,7 @@ class _Session:
                 self._diverge(asked, "SMAC asked for a configuration the log does not have")
             return None
         entry = queue.popleft()
-        if self.settings.n_workers == 1 and int(entry.get("order", -1)) != len(self.records):
+        if not self.settings.distributed and int(entry.get("order", -1)) != len(self.records):
             self._diverge(
                 asked, f"SMAC asked for logged trial #{int(entry.get('order', -1)) + 1} out of turn"
             )
@@ -531,13 +548,13 @@ def run_search(
         smac_logger.setLevel(logging.WARNING)  # SMAC's INFO chatter would drown our one line per trial
 
     tmp = Path(tempfile.mkdtemp(prefix="graphmerge-smac-"))
-    client = None
-    own_client = False
+    in_flight = 1
     try:
         smac = _make_smac(space, settings, tmp / "smac", initial)
-        if settings.n_workers > 1:
-            client, own_client = _dask_client(settings)
-            _loop_parallel(smac, session, objective, client)
+        if settings.distributed:
+            with trial_cluster(settings) as cluster:
+                in_flight = cluster.in_flight
+                _loop_parallel(smac, session, objective, cluster.client, cluster.in_flight)
         else:
             _loop_sequential(smac, session, objective)
     except KeyboardInterrupt:
@@ -547,11 +564,6 @@ def run_search(
             fix="finished trials are saved; rerun the same command to resume",
         ) from None
     finally:
-        if client is not None and own_client:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
     records = session.records
@@ -573,6 +585,7 @@ def run_search(
         diverged_at=session.diverged_at,
         history=tuple(history),
         libraries_then=tlog.libraries_then,
+        in_flight=in_flight,
         log_path=tlog.path,
     )
     if write_reports:
@@ -640,30 +653,21 @@ def _loop_sequential(smac, session: _Session, objective: ObjectiveFn) -> None:
         session.tell(smac, info, rec, asked)
 
 
-def _dask_client(settings: SmacSettings):
-    from dask.distributed import Client, LocalCluster
-
-    if settings.scheduler_address:
-        return Client(settings.scheduler_address), True
-    cluster = LocalCluster(
-        n_workers=settings.n_workers,
-        threads_per_worker=1,  # one trial per worker process: trials hold whole models in memory
-        processes=True,
-        dashboard_address=None,
-    )
-    return Client(cluster), True
-
-
-def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> None:
-    """Up to n_workers trials at once, told in completion order.
+def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client, in_flight: int) -> None:
+    """Up to `in_flight` trials at once: as soon as one finishes it is told and the next is asked and
+    submitted, so no worker waits for a batch. Trials are told in completion order.
 
     A replayed trial is told where the logged run told it: after as many asks as it records, in logged
-    order. SMAC's proposals depend on that interleaving, so an unchanged rerun asks exactly the logged
-    configurations and evaluates nothing; a resumed run continues from the same state."""
-    from dask.distributed import wait
+    order. Replayed trials take no worker, so they do not count against `in_flight`: asks go on until
+    each logged tell point is reached, whatever the number of workers now. SMAC's proposals depend only
+    on that interleaving, so an unchanged rerun asks exactly the logged configurations and evaluates
+    nothing, and a resumed run continues from the state the interrupted one had."""
+    from distributed import as_completed
 
-    n_trials, n_workers = session.settings.n_trials, session.settings.n_workers
+    n_trials = session.settings.n_trials
+    address = session.settings.scheduler_address
     running: dict[Any, tuple[Any, dict[str, Any], float | None]] = {}
+    done = as_completed(loop=client.loop)
     held: list[tuple[Any, TrialRecord]] = []  # replayed trials waiting for their logged tell point
     asked = 0
     exhausted = False
@@ -676,46 +680,60 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client) -> N
             held.remove(item)
             session.tell(smac, item[0], item[1], asked)
 
+    def fill() -> None:
+        nonlocal asked, exhausted
+        while not exhausted and len(running) < in_flight and asked < n_trials:
+            info = _ask(smac)
+            if info is None:
+                exhausted = True
+                return
+            asked += 1
+            config, budget, rec = _prepare(session, info, asked)
+            if rec is None:
+                fut = client.submit(_call_objective, objective, config, session.limit_for(budget), pure=False)
+                running[fut] = (info, config, budget)
+                done.add(fut)
+            elif rec.replayed:
+                held.append((info, rec))
+            else:
+                session.tell(smac, info, rec, asked)  # infeasible: nothing to evaluate
+            tell_held()
+
     try:
         while len(session.records) < n_trials:
-            while not exhausted and len(running) + len(held) < n_workers and asked < n_trials:
-                info = _ask(smac)
-                if info is None:
-                    exhausted = True
-                    break
-                asked += 1
-                config, budget, rec = _prepare(session, info, asked)
-                if rec is None:
-                    fut = client.submit(
-                        _call_objective, objective, config, session.limit_for(budget), pure=False
-                    )
-                    running[fut] = (info, config, budget)
-                elif rec.replayed:
-                    held.append((info, rec))
-                else:
-                    session.tell(smac, info, rec, asked)  # infeasible: nothing to evaluate
-                tell_held()
+            fill()
             if not running:
                 if not held:
                     return
                 tell_held(force_one=True)
                 continue
-            done, _ = wait(list(running), return_when="FIRST_COMPLETED")
-            finished = []
-            for fut in done:
-                info, config, budget = running.pop(fut)
-                try:
-                    outcome, started, ended = fut.result()
-                    rec = session.make_record(config, budget, outcome, started, ended)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:
-                    rec = session.error_record(config, budget, e)
-                finished.append((rec.finished, info, rec))
-            # Completion order; ties by finish time keep the tell order reproducible within one wait().
-            for _, info, rec in sorted(finished, key=lambda t: t[0]):
-                session.tell(smac, info, rec, asked)
+            fut = next(done)
+            info, config, budget = running.pop(fut)
+            try:
+                outcome, started, ended = fut.result()
+                rec = session.make_record(config, budget, outcome, started, ended)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                rec = _failed_remotely(session, config, budget, e, address)
+            finally:
+                # Drop the result from the worker's memory now: data still wanted when a worker dies is
+                # recomputed, which would rerun finished trials.
+                fut.release()
+            session.tell(smac, info, rec, asked)
             tell_held()
     finally:
         for fut in running:
             fut.cancel()
+
+
+def _failed_remotely(session: _Session, config, budget, exc: Exception, address: str | None) -> TrialRecord:
+    if worker_lost(exc):
+        log.warning(
+            "trial %d lost its worker on every try, recorded as failed: %s", len(session.records) + 1, exc
+        )
+        return session.infeasible_record(config, budget, WORKER_LOST, {"error": str(exc)[:500]})
+    cluster_error = remote_failure(exc, address)
+    if cluster_error is not None:
+        raise cluster_error from None
+    return session.error_record(config, budget, exc)
