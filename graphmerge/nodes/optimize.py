@@ -193,6 +193,7 @@ class TrialRunner:
         self.cache_root = ctx.cache.root
         self.device = str(ctx.device)
         self.trust_remote_code = ctx.trust_remote_code
+        self._sizes: dict[str, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -256,6 +257,10 @@ class TrialRunner:
         # Trial models are lazy: their tensor work happens inside the evaluate node.
         evaluate_s = ctx.stats.op_seconds.get("evaluate", 0.0) - before.op_seconds.get("evaluate", 0.0)
         result = values[EVAL_NODE]
+        extra_examples = {
+            "examples_scored": self.examples_scored(limit),  # search/examples.py counts from these
+            "examples_run": delta["examples_evaluated"],
+        }
         return TrialOutcome(
             scores=dict(result["scores"]),
             cost_s=time.perf_counter() - started,
@@ -267,8 +272,22 @@ class TrialRunner:
                 "evaluations_cached": delta["evaluations_cached"],
                 "tensor_s": round(delta["tensor_seconds"], 4),
                 "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
+                **extra_examples,
             },
         )
+
+    def examples_scored(self, limit: int | None) -> dict[str, int]:
+        """Per objective task, the examples a trial at `limit` is scored on."""
+        from graphmerge.evaluation.runner import example_count, task_sizes
+
+        names = [o.task for o in self.params.objectives]
+        if self._sizes is None:
+            include = [str(p) for p in self.params.include_path]
+            self._sizes = task_sizes(names, include, self.params.evaluation.eval_options())
+        limit = limit if limit is not None else self.params.evaluation.limit
+        return {
+            n: example_count(self._sizes[n], limit) if n in self._sizes else int(limit or 0) for n in names
+        }
 
 
 # Configurations a check plans besides the default and the strategy's initial ones: a seeded sample,
@@ -488,7 +507,7 @@ def _search(
     _check_held_out(params)
 
     def on_trial(record, best) -> None:
-        ctx.log(progress_line(record, best, settings.n_trials))
+        ctx.log(progress_line(record, best, settings.max_trials, max_examples=settings.max_examples))
 
     result = run_search(
         problem.space,
@@ -571,6 +590,13 @@ def _search(
     )
     if held_out is not None:
         ctx.extras["held_out"] = held_out
+    ctx.extras["examples"] = {
+        "total": result.examples_total,
+        "this_run": sum(r.examples for r in result.trials if not r.replayed),
+        "run": sum(int(r.extra.get("examples_run", 0)) for r in result.trials if not r.replayed),
+        "at_best": best.examples_total,
+        "max_examples": settings.max_examples,
+    }
     if executed:
         ctx.extras["mean_executed_per_new_trial"] = sum(executed) / len(executed)
     ctx.log(f"{ctx.node_name}: best {dict(best.scores)} (trial #{best.number}) -> recipe {recipe_path}")
