@@ -172,8 +172,22 @@ def compare(work: Path, graph_file: Path, seed: int, ff_trials: int, fraction: f
         "mf_examples": mf[-1].examples_total,
         "mf_best": mf_best,
         "mf_examples_to_ff_best": reach,
+        # Best so far at the top budget after each share of FF's examples: the two searches at equal cost.
+        "curve": {
+            f"{share:.0%}": [
+                best_at(ff, top, int(share * ff_examples)),
+                # MF stopped at its share: past it there is nothing to compare.
+                best_at(mf, top, int(share * ff_examples))
+                if share * ff_examples <= mf[-1].examples_total
+                else None,
+            ]
+            for share in SHARES
+        },
         "wall_s": wall,
     }
+
+
+SHARES = (0.1, 0.2, 0.4, 1.0)
 
 
 def _fmt(x) -> str:
@@ -194,6 +208,16 @@ def table(rows: list[dict]) -> str:
             f"| {r['mf_trials']}, {r['mf_examples']} ({r['mf_max_examples']}) | {_fmt(r['mf_best'])} | {share} "
             f"| {_fmt(r['ff_best_at_mf_examples'])} | {r['wall_s']['ff']:.0f} / {r['wall_s']['mf']:.0f} |"
         )
+    if not rows:
+        return "\n".join(out)
+    out += [
+        "",
+        "| seed | " + " | ".join(f"FF / MF best after {k} of FF's examples" for k in rows[0]["curve"]) + " |",
+        "| ---: |" + " ---: |" * len(rows[0]["curve"]),
+    ]
+    for r in rows:
+        cells = [f"{_fmt(ff)} / {_fmt(mf)}" for ff, mf in r["curve"].values()]
+        out.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
