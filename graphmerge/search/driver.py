@@ -16,6 +16,8 @@ Guarantees (tests/test_search_determinism.py runs each in fresh processes with d
     SearchInterrupted; rerunning resumes exactly where the uninterrupted run would be;
   * raising n_trials extends a finished run: the old trials replay, new ones follow as if it had never stopped
     (the SMAC scenario's own n_trials is fixed and huge, so the initial design does not depend on n_trials);
+    the same holds for max_examples, whose count (examples.py) follows from the trial sequence alone, so a
+    resumed search stops at the trial the uninterrupted one stopped at;
   * a log from a different search (space, seed, facade, budgets, eta, objectives, initial design) is refused
     with a SpecError; a replay that leaves the log anyway (an edited log, other library versions) is counted
     (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
