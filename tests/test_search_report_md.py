@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_optimize import search_graph
+from test_nodes_optimize import search_graph
 
 from graphmerge.runner import run_graph
 

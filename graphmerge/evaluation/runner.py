@@ -31,7 +31,7 @@ import torch
 
 from graphmerge.errors import EvaluationError
 from graphmerge.evaluation.option_checks import check_batch_size, check_limit
-from graphmerge.evaluation.tasks import TaskSpec, quiet_lm_eval, resolve_tasks
+from graphmerge.evaluation.tasks import TaskSpec, quiet_lm_eval, resolve_tasks, task_manager
 from graphmerge.io.remote_code import untrusted_error
 
 __all__ = [
@@ -563,6 +563,15 @@ def per_example_ok(opts: EvalOptions, is_group: bool) -> bool:
     members; bootstrap stderr needs a whole run.
     """
     return not is_group and not opts.num_fewshot and opts.bootstrap_iters == 0
+
+
+def task_sizes(names: Sequence[str], include_path: Any, options: EvalOptions) -> dict[str, int]:
+    """Documents in each task's evaluation split (what `limit` takes its first N from)."""
+    with _quiet(options.show_progress):
+        tm = task_manager(include_path, list(names))
+        loaded = _load_tasks(tm, list(dict.fromkeys(names)), options)
+    # A group has no split of its own; callers fall back to the limit for it.
+    return {n: len(loaded["tasks"][n].eval_docs) for n in names if n in loaded["tasks"]}
 
 
 def example_count(n_docs: int, limit: int | float | None) -> int:

@@ -36,7 +36,10 @@ def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, A
                 continue
     except OSError:
         return "missing"
-    wanted = (params.smac or {}).get("n_trials", 1)
+    smac = params.smac or {}
+    if smac.get("n_trials") is None and smac.get("max_examples") is not None:
+        return "partial" if trials else "missing"  # whether the examples are spent takes the whole log
+    wanted = smac.get("n_trials", 1)
     return "cached" if trials >= wanted else "partial" if trials else "missing"
 
 

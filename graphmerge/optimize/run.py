@@ -124,7 +124,7 @@ def search(
     clock = Stopwatch.start(ctx)
 
     def on_trial(record, best) -> None:
-        ctx.log(progress_line(record, best, settings.n_trials))
+        ctx.log(progress_line(record, best, settings.max_trials, max_examples=settings.max_examples))
 
     result = run_search(
         problem.space,
@@ -208,6 +208,13 @@ def search(
     )
     if held_out is not None:
         summary["held_out"] = held_out
+    summary["examples"] = {
+        "total": result.examples_total,
+        "this_run": sum(r.examples for r in result.trials if not r.replayed),
+        "run": sum(int(r.extra.get("examples_run", 0)) for r in result.trials if not r.replayed),
+        "at_best": best.examples_total,
+        "max_examples": settings.max_examples,
+    }
     if executed:
         summary["mean_executed_per_new_trial"] = sum(executed) / len(executed)
     ctx.log(f"{ctx.node_name}: best {dict(best.scores)} (trial #{best.number}) -> recipe {recipe_path}")

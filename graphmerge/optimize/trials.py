@@ -71,6 +71,7 @@ class TrialRunner:
         self.cache_root = ctx.cache.location  # a folder or an fsspec URL: what a worker opens
         self.device = str(ctx.device)
         self.trust_remote_code = ctx.trust_remote_code
+        self._sizes: dict[str, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -123,6 +124,10 @@ class TrialRunner:
             evaluate_s = time.perf_counter() - evaluating
         ctx.stats.op_seconds["evaluate"] = ctx.stats.op_seconds.get("evaluate", 0.0) + evaluate_s
         delta = ctx.stats.since(before)
+        extra_examples = {
+            "examples_scored": self.examples_scored(limit),  # search/examples.py counts from these
+            "examples_run": delta["examples_evaluated"],
+        }
         return TrialOutcome(
             scores=dict(result["scores"]),
             cost_s=time.perf_counter() - started,
@@ -135,5 +140,19 @@ class TrialRunner:
                 "examples": delta["examples_evaluated"],
                 "tensor_s": round(delta["tensor_seconds"], 4),
                 "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
+                **extra_examples,
             },
         )
+
+    def examples_scored(self, limit: int | None) -> dict[str, int]:
+        """Per objective task, the examples a trial at `limit` is scored on."""
+        from graphmerge.evaluation.runner import example_count, task_sizes
+
+        names = [o.task for o in self.params.objectives]
+        if self._sizes is None:
+            include = [str(p) for p in self.params.include_path]
+            self._sizes = task_sizes(names, include, self.params.evaluation.eval_options())
+        limit = limit if limit is not None else self.params.evaluation.limit
+        return {
+            n: example_count(self._sizes[n], limit) if n in self._sizes else int(limit or 0) for n in names
+        }

@@ -16,6 +16,8 @@ Guarantees (tests/test_search_determinism.py runs each in fresh processes with d
     SearchInterrupted; rerunning resumes exactly where the uninterrupted run would be;
   * raising n_trials extends a finished run: the old trials replay, new ones follow as if it had never stopped
     (the SMAC scenario's own n_trials is fixed and huge, so the initial design does not depend on n_trials);
+    the same holds for max_examples, whose count (examples.py) follows from the trial sequence alone, so a
+    resumed search stops at the trial the uninterrupted one stopped at;
   * a log from a different search (space, seed, facade, budgets, eta, objectives, initial design) is refused
     with a SpecError; a replay that leaves the log anyway (an edited log, other library versions) is counted
     (`diverged`) and reported, logged outcomes are still reused whenever their (config, budget) is asked again,
@@ -46,6 +48,7 @@ from graphmerge.errors import GraphmergeError, SpecError
 
 from .determinism import library_versions, stable_acquisition_maximizer
 from .distributed import WORKER_LOST, check_scheduler_address, remote_failure, trial_cluster, worker_lost
+from .examples import ExampleLedger
 from .pareto import non_dominated
 from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
 from .report import convergence_png, pareto_png, trials_csv, trials_jsonl
@@ -57,6 +60,7 @@ log = logging.getLogger("graphmerge.search")
 # The SMAC scenario's n_trials only feeds the initial-design size cap and smac.optimize(); we stop the loop
 # ourselves. A fixed value keeps the trajectory independent of n_trials, which is what lets a run be extended.
 _SCENARIO_TRIALS = 10**9
+DEFAULT_TRIALS = 500
 
 ObjectiveFn = Callable[[dict[str, Any], "int | None"], TrialOutcome]
 FeasibleFn = Callable[[dict[str, Any]], bool]
@@ -73,7 +77,10 @@ class SmacSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     facade: Literal["hpo", "multi_fidelity", "multi_objective"] = "multi_fidelity"
-    n_trials: int = Field(500, ge=1)
+    # Stopping rule: n_trials told trials, or max_examples evaluation examples spent (examples.py), whichever
+    # comes first; with neither, DEFAULT_TRIALS trials.
+    n_trials: int | None = Field(None, ge=1)
+    max_examples: int | None = Field(None, ge=1)
     # Budgets are numbers of evaluation examples (lm-eval `limit`). hpo evaluates every trial at max_budget
     # (None = the full task). multi_objective uses Hyperband when min_budget < max_budget, else plain racing.
     min_budget: int | None = Field(100, ge=1)
@@ -116,6 +123,13 @@ class SmacSettings(BaseModel):
         if self.facade == "multi_objective" and len(self.objectives) < 2:
             raise ValueError("multi_objective needs at least two objectives")
         return self
+
+    @property
+    def max_trials(self) -> int | None:
+        """The trial count that stops the search (None: only max_examples does)."""
+        if self.n_trials is None and self.max_examples is None:
+            return DEFAULT_TRIALS
+        return self.n_trials
 
     @property
     def multi_objective(self) -> bool:
@@ -175,6 +189,11 @@ class SearchResult:
         return self.trials + self.history
 
     @property
+    def examples_total(self) -> int:
+        """Evaluation examples the search has spent over every logged trial (examples.py)."""
+        return max((r.examples_total for r in self.all_trials), default=0)
+
+    @property
     def best_config(self) -> dict[str, Any] | None:
         return None if self.best is None else dict(self.best.config)
 
@@ -191,7 +210,8 @@ class SearchResult:
     def write(
         self, out_dir: Path, references: Mapping[str, float] | None = None, caption: str | None = None
     ) -> dict[str, Path]:
-        """trials.jsonl, trials.csv, report.png and (multi-objective) pareto.png, each written atomically.
+        """trials.jsonl, trials.csv, report.png, examples.png (report.png's plot against the evaluation
+        examples spent) and (multi-objective) pareto.png, each written atomically.
         `references`: scores of other models (e.g. the sources) drawn as horizontal lines on report.png;
         `caption`: a line under its title (e.g. the held-out scores)."""
         out_dir = Path(out_dir)
@@ -199,12 +219,19 @@ class SearchResult:
             "trials_jsonl": out_dir / "trials.jsonl",
             "trials_csv": out_dir / "trials.csv",
             "report_png": out_dir / "report.png",
+            "examples_png": out_dir / "examples.png",
         }
         rows = self.all_trials
         atomic_write_bytes(files["trials_jsonl"], trials_jsonl(rows, len(self.trials)))
         atomic_write_bytes(files["trials_csv"], trials_csv(rows, self.objectives, len(self.trials)))
         atomic_write_bytes(
             files["report_png"], convergence_png(rows, self.best, references or {}, caption=caption)
+        )
+        atomic_write_bytes(
+            files["examples_png"],
+            convergence_png(
+                rows, self.best, references or {}, "best score against examples", caption, by="examples"
+            ),
         )
         if self.multi_objective:
             files["pareto_png"] = out_dir / "pareto.png"
@@ -233,12 +260,18 @@ LINE_WIDTH = 100
 
 
 def progress_line(
-    record: TrialRecord, best: TrialRecord | None, n_trials: int, width: int = LINE_WIDTH
+    record: TrialRecord,
+    best: TrialRecord | None,
+    n_trials: int | None,
+    width: int = LINE_WIDTH,
+    max_examples: int | None = None,
 ) -> str:
     """One line per trial, at most `width` columns: number, budget, score, best so far, work done, time.
     Per-objective scores are shown when they fit; work counts are the trial's executed/total tensor tasks
-    and run/total evaluations."""
-    head = [f"trial {record.number}/{n_trials}"]
+    and run/total evaluations. With `max_examples` (the stopping rule) the examples spent come first."""
+    head = [f"trial {record.number}" + (f"/{n_trials}" if n_trials else "")]
+    if max_examples is not None:
+        head.append(f"examples {record.examples_total}/{max_examples}")
     if record.limit is not None:
         head.append(f"budget {record.limit}")
     details: list[str] = []
@@ -380,10 +413,19 @@ class _Session:
         self.on_trial = on_trial
         self.is_feasible = is_feasible
         self.records: list[TrialRecord] = []
+        self.ledger = ExampleLedger(self.objectives)
         self.replayed = 0
         self.evaluated = 0
         self.diverged = 0
         self.diverged_at: int | None = None
+
+    def finished(self, told: int | None = None) -> bool:
+        """Whether the stopping rule is met after `told` trials (default: those told so far)."""
+        told = len(self.records) if told is None else told
+        max_trials, max_examples = self.settings.max_trials, self.settings.max_examples
+        return (max_trials is not None and told >= max_trials) or (
+            max_examples is not None and self.ledger.total >= max_examples
+        )
 
     def limit_for(self, budget: float | None) -> int | None:
         if budget is None:
@@ -424,7 +466,9 @@ class _Session:
         left = sorted((e for q in self.cache.values() for e in q), key=lambda e: self.tlog.entries.index(e))
         start = len(self.records)
         return [
-            _with_score(TrialRecord.from_json(e, replayed=True, order=start + i), self.objectives)
+            self.ledger.charge(
+                _with_score(TrialRecord.from_json(e, replayed=True, order=start + i), self.objectives)
+            )
             for i, e in enumerate(left)
         ]
 
@@ -457,9 +501,9 @@ class _Session:
         from smac.runhistory import TrialValue
 
         if record.replayed:
-            record = replace(record, order=len(self.records))
+            record = self.ledger.charge(replace(record, order=len(self.records)))
         else:
-            record = replace(record, order=len(self.records), asks_before_tell=asked)
+            record = self.ledger.charge(replace(record, order=len(self.records), asks_before_tell=asked))
             self.tlog.append(record)
             self.evaluated += 1
         value = TrialValue(
@@ -473,7 +517,15 @@ class _Session:
         if self.on_trial is not None:
             self.on_trial(record, best_record(self.records))
         else:
-            log.info("%s", progress_line(record, best_record(self.records), self.settings.n_trials))
+            log.info(
+                "%s",
+                progress_line(
+                    record,
+                    best_record(self.records),
+                    self.settings.max_trials,
+                    max_examples=self.settings.max_examples,
+                ),
+            )
 
     def error_record(self, config, budget, exc: BaseException) -> TrialRecord:
         if self.settings.on_error == "raise" or isinstance(exc, GraphmergeError):
@@ -635,7 +687,7 @@ def _prepare(session: _Session, info, asked: int) -> tuple[dict[str, Any], float
 
 
 def _loop_sequential(smac, session: _Session, objective: ObjectiveFn) -> None:
-    while len(session.records) < session.settings.n_trials:
+    while not session.finished():
         info = _ask(smac)
         if info is None:
             log.warning("SMAC has no more configurations to try; stopping early")
@@ -664,7 +716,6 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client, in_f
     nothing, and a resumed run continues from the state the interrupted one had."""
     from distributed import as_completed
 
-    n_trials = session.settings.n_trials
     address = session.settings.scheduler_address
     running: dict[Any, tuple[Any, dict[str, Any], float | None]] = {}
     done = as_completed(loop=client.loop)
@@ -682,7 +733,7 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client, in_f
 
     def fill() -> None:
         nonlocal asked, exhausted
-        while not exhausted and len(running) < in_flight and asked < n_trials:
+        while not exhausted and len(running) < in_flight and not session.finished(asked):
             info = _ask(smac)
             if info is None:
                 exhausted = True
@@ -700,7 +751,8 @@ def _loop_parallel(smac, session: _Session, objective: ObjectiveFn, client, in_f
             tell_held()
 
     try:
-        while len(session.records) < n_trials:
+        # Trials still running when max_examples is reached finish and are told: none is thrown away.
+        while not session.finished() or running or held:
             fill()
             if not running:
                 if not held:

@@ -76,7 +76,9 @@ class TrialRecord:
     """One told trial. `order` is its position in SMAC's tell sequence (shown everywhere as the 1-based
     `number`); `budget` is SMAC's (float) budget, `limit` the integer number of evaluation examples passed to
     the objective. `asks_before_tell`: how many configurations SMAC had been asked for when this trial was
-    told; with parallel workers that interleaving decides SMAC's next proposals, so replay restores it."""
+    told; with parallel workers that interleaving decides SMAC's next proposals, so replay restores it.
+    `examples` / `examples_total`: evaluation examples this trial added to the search and the search's
+    running total after it (see examples.py); derived from the trial sequence, recomputed on replay."""
 
     order: int
     config: Mapping[str, Any]
@@ -91,6 +93,8 @@ class TrialRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
     asks_before_tell: int | None = None
     replayed: bool = False
+    examples: int = 0
+    examples_total: int = 0
 
     @property
     def number(self) -> int:

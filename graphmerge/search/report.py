@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from .pareto import member_name
 from .records import Objective, TrialRecord
@@ -31,7 +32,8 @@ def trials_csv(
     asked = len(records) if asked is None else asked
     params = sorted({k for r in records for k in r.config})
     header = ["trial", "budget", "limit", "score", *[f"score:{o.name}" for o in objectives]]
-    header += ["infeasible", "replayed", "history", "time_s", "extra", *[f"param:{p}" for p in params]]
+    header += ["infeasible", "replayed", "history", "time_s", "examples", "examples_total", "extra"]
+    header += [f"param:{p}" for p in params]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -43,6 +45,8 @@ def trials_csv(
             int(r.replayed),
             int(i >= asked),
             round(r.time_s, 3),
+            r.examples,
+            r.examples_total,
             json.dumps(dict(r.extra), default=str),
         ]
         row += [r.config.get(p, "") for p in params]
@@ -72,9 +76,16 @@ def convergence_png(
     references: Mapping[str, float] | None = None,
     title: str = "search convergence",
     caption: str | None = None,
+    by: Literal["trial", "examples"] = "trial",
 ) -> bytes:
     """Each trial's weighted score (colour = budget) and the best-so-far line per budget level; the reported
-    best is circled, and each reference (e.g. a source model's score) is a dashed horizontal line."""
+    best is circled, and each reference (e.g. a source model's score) is a dashed horizontal line.
+    `by`: the x axis, trial number or the evaluation examples the search had spent after the trial (what
+    makes searches at different budgets comparable)."""
+
+    def x_of(r: TrialRecord) -> int:
+        return r.number if by == "trial" else r.examples_total
+
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     budgets = sorted({r.budget for r in records if r.budget is not None})
@@ -82,16 +93,16 @@ def convergence_png(
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
-    last = max((r.number for r in records), default=1)
+    last = max((x_of(r) for r in records), default=1)
     for i, level in enumerate(levels):
         color = cmap(0.15 + 0.7 * i / max(1, len(levels) - 1))
         pts = [r for r in records if r.budget == level and not r.infeasible]
         label = "trials" if level is None else f"budget {level:g}"
-        ax.scatter([r.number for r in pts], [r.score for r in pts], s=14, color=color, alpha=0.6, label=label)
+        ax.scatter([x_of(r) for r in pts], [r.score for r in pts], s=14, color=color, alpha=0.6, label=label)
         xs, ys, top = [], [], None
         for r in pts:
             top = r.score if top is None else max(top, r.score)
-            xs.append(r.number)
+            xs.append(x_of(r))
             ys.append(top)
         if xs:
             xs.append(last)
@@ -100,9 +111,7 @@ def convergence_png(
     bad = [r for r in records if r.infeasible]
     if bad:
         lo = min((r.score for r in records), default=0.0)
-        ax.scatter(
-            [r.number for r in bad], [lo] * len(bad), marker="x", color="red", s=16, label="infeasible"
-        )
+        ax.scatter([x_of(r) for r in bad], [lo] * len(bad), marker="x", color="red", s=16, label="infeasible")
     styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
     for i, (name, value) in enumerate(sorted((references or {}).items())):
         ax.axhline(
@@ -110,7 +119,7 @@ def convergence_png(
         )
     if best is not None:
         ax.scatter(
-            [best.number],
+            [x_of(best)],
             [best.score],
             s=120,
             facecolors="none",
@@ -119,7 +128,7 @@ def convergence_png(
             label=f"best: trial #{best.number} ({best.score:.4g})",
             zorder=5,
         )
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial" if by == "trial" else "evaluation examples spent by the search")
     ax.set_ylabel("weighted score (higher is better)")
     if caption is None:
         ax.set_title(title)
