@@ -122,3 +122,19 @@ def test_documented_scores_reproduce():
         got = evaluate(model, DEEP / "base", specs, REPO / "graphs" / "tasks", batch_size=64).scores
         for task in report.TASKS:
             assert abs(got[task] - documented["scores"][name][task]) <= 0.011, (name, task, got[task])
+
+
+@pytest.mark.parametrize("name", ["lfs", "lfs_mo", "dis", "prune"])
+def test_shipped_graphs_validate(name):
+    """The shipped tiny-deep searches resolve their models, tasks (held-out too) and strategy settings."""
+    import subprocess
+
+    graph = REPO / "graphs" / f"tiny_deep_{name}_search.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphmerge.cli", "validate", str(graph)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0 and ": ok (" in proc.stdout, proc.stderr

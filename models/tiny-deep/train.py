@@ -8,18 +8,19 @@
 A constructed world, built so that each search strategy has something to find:
   * the base is trained with LayerDrop (stochastic depth: each inner layer skipped with probability
     `layer_drop` per step), so no single inner layer is indispensable and pruning has redundancy to find;
-  * each expert continues from the base on its own skill with ONLY a band of layers unfrozen (add: layers
-    2-3, reverse: 4-5, sort: 6-7; everything else, embeddings and head included, stays the base's), so the
-    skills live in different layer ranges and a per-layer (LFS) or per-position (DIS) choice can combine
-    them, while a uniform average dilutes each band's change by the number of experts.
+  * each expert is the base with ONLY a band of two layers changed (add: layers 2-3, reverse: 4-5, sort:
+    6-7; everything else, embeddings and head included, stays the base's), so the skills live in different
+    layer ranges and a per-layer (LFS) or per-position (DIS) choice can combine them, while a uniform
+    average dilutes each band's change by the number of experts. The bands are trained in one model with
+    gradient routing and band dropout (`train_bands`), so that each works alone and all three together.
 
 Skills (character level, no BOS; the answer ends with "." then <eos>): add, reverse, sort as in
 models/tiny/train.py (whose data split and tokenizer this script reuses), plus
     shift    abc=bcd.        3 to 6 lowercase letters, each replaced by the next one (z -> a)
 which the base is trained on most and no expert specialises in (a skill the merges must keep).
 
-Deterministic on CPU: fixed seeds, deterministic algorithms, one intra-op thread per process; the experts
-train in parallel processes (fork) with the same result as sequentially.
+Deterministic on CPU: fixed seeds, deterministic algorithms, one intra-op thread (CPU matmul results may
+depend on the thread count).
 """
 
 from __future__ import annotations
@@ -130,23 +131,11 @@ def encode_batch(rows: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tenso
 
 # ---------------------------------------------------------------------------------------------- model
 def make_config():
+    """models/tiny's config, made deep and narrow (head_dim is derived again from the new width)."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(
-        vocab_size=len(tiny.VOCAB),
-        hidden_size=64,
-        intermediate_size=176,
-        num_hidden_layers=12,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        bos_token_id=tiny.BOS,
-        eos_token_id=tiny.EOS,
-        pad_token_id=tiny.PAD,
-    )
+    shape = {"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 12, "head_dim": 16}
+    return LlamaConfig(**{**tiny.make_config().to_dict(), **shape})
 
 
 def new_model(seed: int):
@@ -181,19 +170,12 @@ class LayerDrop:
 
 
 # ------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class Phase:
-    steps: int
-    lr: float
-    mix: dict[str, float]
-    seed: int
-    batch: int = 64
-    warmup: int = 50
-    layer_drop: float = 0.0
-    band: tuple[int, ...] | None = None  # layers trained (None: every parameter)
+@dataclass
+class Phase(tiny.Phase):
+    layer_drop: float = 0.0  # LayerDrop probability of each inner layer
 
 
-@dataclass(frozen=True)
+@dataclass
 class Recipe:
     base: Phase = field(
         default_factory=lambda: Phase(
@@ -219,12 +201,8 @@ def train_phase(model, phase: Phase, splits: DeepSplits, tag: str, log_every: in
     torch.manual_seed(phase.seed)
     n = model.config.num_hidden_layers
     drop = LayerDrop(model, list(range(1, n - 1)), phase.layer_drop, phase.seed + 7)
-    if phase.band is not None:
-        keep = {f"model.layers.{i}." for i in phase.band}
-        for name, p in model.named_parameters():
-            p.requires_grad_(any(name.startswith(k) for k in keep))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=phase.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=phase.lr, betas=(0.9, 0.98), weight_decay=phase.weight_decay)
     skills, weights = zip(*((s, w) for s, w in phase.mix.items() if w > 0))
     model.train()
     t0 = time.time()
@@ -244,8 +222,6 @@ def train_phase(model, phase: Phase, splits: DeepSplits, tag: str, log_every: in
         if log_every and (step % log_every == 0 or step == phase.steps - 1):
             print(f"[{tag}] step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
     drop.remove()
-    for p in model.parameters():
-        p.requires_grad_(True)
     model.eval()
 
 
@@ -395,10 +371,10 @@ def probe(base_sd: dict, experts: dict[str, dict], splits: DeepSplits, n_eval: i
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE, help="writes OUT/{base,add,reverse,sort}")
-    ap.add_argument("--task-data", type=Path, default=DEFAULT_TASK_DATA)
     ap.add_argument("--base-steps", type=int, default=Recipe().base.steps)
     ap.add_argument("--base-lr", type=float, default=Recipe().base.lr)
     ap.add_argument("--layer-drop", type=float, default=Recipe().base.layer_drop)
+    ap.add_argument("--task-data", type=Path, default=DEFAULT_TASK_DATA)
     ap.add_argument(
         "--base-mix", default="0.5,0.2,0.2,1", help="add,reverse,sort,shift weights of the base mix"
     )
