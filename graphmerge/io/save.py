@@ -489,10 +489,17 @@ def _write_folder(
 ) -> None:
     writer = _ShardWriter(tmp, dtype, limit, plan)
     first_float: torch.dtype | None = None
-    for name, t in tensors:
-        writer.add(name, t)
-        if first_float is None and t.is_floating_point():
-            first_float = dtype or t.dtype
+    try:
+        for name, t in tensors:
+            writer.add(name, t)
+            if first_float is None and t.is_floating_point():
+                first_float = dtype or t.dtype
+    finally:
+        # A write that fails mid-stream (a full disk) must stop the producer's threads now: left to
+        # the garbage collector, they are still computing when the interpreter exits, which aborts it.
+        close = getattr(tensors, "close", None)
+        if close is not None:
+            close()
     writer.finish()
 
     cfg = dict(config)
