@@ -58,8 +58,8 @@ def _dist_info(folder: Path, name: str, groups: dict[str, dict[str, str]]) -> No
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
-def _probe(cmd: list[str], env: dict[str, str]) -> dict:
-    proc = subprocess.run([*cmd, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+def _probe(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> dict:
+    proc = subprocess.run([*cmd, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -97,7 +97,13 @@ def test_builtins_load_through_entry_points_when_installed_and_by_import_from_a_
     for entry in site.iterdir():
         if not entry.name.lower().startswith(("graphmerge", "__editable__")):
             (bare / entry.name).symlink_to(entry)
-    from_checkout = _probe([sys.executable, "-S"], _env(bare))
+    # The checkout itself, without the `graphmerge.egg-info` an editable install may leave beside the
+    # package (its entry points would be found on PYTHONPATH): only the package folder.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "graphmerge").symlink_to(REPO / "graphmerge")
+    env = {**_env(bare), "PYTHONPATH": os.pathsep.join([str(bare), str(checkout)])}
+    from_checkout = _probe([sys.executable, "-S"], env, cwd=checkout)  # `-c` puts the cwd on sys.path
     assert set(from_checkout["loaded"].values()) == {"fallback import"}, from_checkout
 
     assert from_checkout["counts"] == via_entry_points["counts"]

@@ -24,4 +24,5 @@ def parse_model(cls: type[M], data: Mapping[str, Any] | M | None, *, where: str)
         return cls.model_validate(dict(data))
     except ValidationError as e:
         key, problem = pydantic_problems(e, cls, noun="key")[0]
-        raise SpecError(f"`{key}`: {problem}", where=where) from None
+        # The key joins the place, as a graph-file path (`smac.max_examples`), like node parameters.
+        raise SpecError(problem, where=f"{where}.{key}" if where else key) from None
