@@ -55,8 +55,9 @@ class ExampleLedger:
 
 
 def examples_to_reach(records: Sequence[TrialRecord], score: float, budget: int | None) -> int | None:
-    """Examples the search had spent when a trial at `budget` (None: any) first scored >= `score`."""
+    """Examples the search had spent when a trial at `budget` (None: any) first scored >= `score`
+    (within float rounding: a weighted sum of the same task scores may differ in its last bit)."""
     for r in records:
-        if not r.infeasible and (budget is None or r.limit == budget) and r.score >= score:
+        if not r.infeasible and (budget is None or r.limit == budget) and r.score >= score - 1e-9:
             return r.examples_total
     return None
