@@ -41,10 +41,21 @@ def mean_vector(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(deltas)).mean(dim=0)
 
 
+def svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The thin SVD of `a`. LAPACK's divide-and-conquer SVD fails to converge on some ill-conditioned
+    float32 inputs (a search met one: singular vectors of task vectors that are nearly zero in a layer);
+    those are redone in float64, which converges. Inputs that converge get exactly the float32 result."""
+    try:
+        return torch.linalg.svd(a, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        u, s, vh = torch.linalg.svd(a.double(), full_matrices=False)
+        return u.to(a.dtype), s.to(a.dtype), vh.to(a.dtype)
+
+
 def polar(a: torch.Tensor) -> torch.Tensor:
     """The orthogonal factor U V^T of a = U S V^T: the nearest matrix with orthonormal columns (or
     rows), i.e. the orthogonal Procrustes solution the TSV and Iso-CTS papers use to decorrelate."""
-    u, _, vh = torch.linalg.svd(a, full_matrices=False)
+    u, _, vh = svd(a)
     return u @ vh
 
 

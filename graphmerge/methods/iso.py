@@ -15,14 +15,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._spectral import SpectralParams, is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods._spectral import (
+    SpectralParams,
+    is_matrix,
+    mean_vector,
+    polar,
+    svd,
+    task_vector_method,
+)
 from graphmerge.methods.params import param
 
 
 def iso_c_task_vector(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     if not is_matrix(deltas[0]):
         return mean_vector(deltas)
-    u, s, vh = torch.linalg.svd(torch.stack(list(deltas)).sum(dim=0), full_matrices=False)
+    u, s, vh = svd(torch.stack(list(deltas)).sum(dim=0))
     return s.mean() * (u @ vh)
 
 
@@ -41,13 +48,13 @@ def iso_cts_task_vector(deltas: Sequence[torch.Tensor], common_fraction: float) 
     if not is_matrix(deltas[0]):
         return mean_vector(deltas)
     common, per_task = split_rank(min(deltas[0].shape), len(deltas), common_fraction)
-    u, s, vh = torch.linalg.svd(torch.stack(list(deltas)).sum(dim=0), full_matrices=False)
+    u, s, vh = svd(torch.stack(list(deltas)).sum(dim=0))
     us, ss, vs = [u[:, :common]], [s[:common]], [vh[:common]]
     if per_task > 0:
         common_u = us[0]
         for d in deltas:
             # d - U U^T d without forming the m x m projector (32000^2 floats for an embedding)
-            ut, st, vht = torch.linalg.svd(d - common_u @ (common_u.T @ d), full_matrices=False)
+            ut, st, vht = svd(d - common_u @ (common_u.T @ d))
             us.append(ut[:, :per_task])
             ss.append(st[:per_task])
             vs.append(vht[:per_task])

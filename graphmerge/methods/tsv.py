@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from graphmerge.lazy import torch
-from graphmerge.methods._spectral import SpectralParams, is_matrix, mean_vector, polar, task_vector_method
+from graphmerge.methods._spectral import (
+    SpectralParams,
+    is_matrix,
+    mean_vector,
+    polar,
+    svd,
+    task_vector_method,
+)
 from graphmerge.methods.params import param
 
 
@@ -29,7 +36,7 @@ def tsv_task_vector(deltas: Sequence[torch.Tensor], k: float) -> torch.Tensor:
     rank = kept_rank(k, len(deltas), min(deltas[0].shape))
     us, ss, vs = [], [], []
     for d in deltas:
-        u, s, vh = torch.linalg.svd(d, full_matrices=False)
+        u, s, vh = svd(d)
         us.append(u[:, :rank])
         ss.append(s[:rank])
         vs.append(vh[:rank])
