@@ -3,6 +3,7 @@ folders a manifest of their files' digests. Shared by every store backend."""
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
@@ -14,6 +15,8 @@ from typing import Any
 import xxhash
 
 from graphmerge.filemode import dir_mode
+from graphmerge.lazy import torch
+from graphmerge.tensorfile import read_tensor_from, write_tensor_file
 
 RECORD_MAGIC = b"graphmerge-record-1\n"
 MANIFEST = ".graphmerge-manifest.json"
@@ -21,6 +24,18 @@ MANIFEST = ".graphmerge-manifest.json"
 
 class BadEntry(ValueError):
     """A record or folder that is torn, corrupted or not ours."""
+
+
+def encode_blob(tensor: torch.Tensor) -> bytes:
+    """A blob as the bytes of its self-checking tensor file (for stores that hold bytes, not files)."""
+    buf = io.BytesIO()
+    write_tensor_file(buf, tensor)
+    return buf.getvalue()
+
+
+def decode_blob(data: bytes) -> torch.Tensor:
+    """The tensor of `encode_blob`'s bytes; BadTensorFile when they fail their check."""
+    return read_tensor_from(io.BytesIO(data), len(data))[0]
 
 
 def record_name(key: Any) -> str:

@@ -6,7 +6,6 @@ path): they live in a temp folder removed on close."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import time
@@ -15,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from graphmerge.lazy import torch
-from graphmerge.tensorfile import BadTensorFile, read_tensor_from, write_tensor_file
+from graphmerge.tensorfile import BadTensorFile
 
 from .base import FOLDER_KINDS, RECORD_KINDS, BlobEntry, CacheMiss, RecordKind, StoreCheck
-from .entries import BadEntry, check_folder, decode_record, encode_record, make_folder, record_name
+from .entries import (
+    BadEntry,
+    check_folder,
+    decode_blob,
+    decode_record,
+    encode_blob,
+    encode_record,
+    make_folder,
+    record_name,
+)
 
 
 class MemoryStore:
@@ -39,15 +47,13 @@ class MemoryStore:
         if entry is None:
             raise CacheMiss(key)
         try:
-            return read_tensor_from(io.BytesIO(entry[0]), len(entry[0]))[0]
+            return decode_blob(entry[0])
         except BadTensorFile:
             self.delete_blob(key)
             raise CacheMiss(key) from None
 
     def write_blob(self, key: str, tensor: torch.Tensor) -> int:
-        buf = io.BytesIO()
-        write_tensor_file(buf, tensor)
-        self._blobs[key] = (buf.getvalue(), time.time())
+        self._blobs[key] = (encode_blob(tensor), time.time())
         self._written.add(key)
         return len(self._blobs[key][0])
 
@@ -103,7 +109,7 @@ class MemoryStore:
         corrupted: list[tuple[str, str]] = []
         for key, (data, _) in list(self._blobs.items()):
             try:
-                read_tensor_from(io.BytesIO(data), len(data))
+                decode_blob(data)
             except BadTensorFile:
                 corrupted.append(("blobs", key))
         for kind in RECORD_KINDS:

@@ -10,7 +10,6 @@ downloaded (and checked) by other machines on first use. Needs the `[fsspec]` ex
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import time
@@ -22,10 +21,20 @@ from typing import Any
 from graphmerge.errors import StorageError
 from graphmerge.extras import require_extra
 from graphmerge.lazy import torch
-from graphmerge.tensorfile import BadTensorFile, read_tensor_from, write_tensor_file
+from graphmerge.tensorfile import BadTensorFile
 
 from .base import FOLDER_KINDS, RECORD_KINDS, BlobEntry, CacheMiss, RecordKind, StoreCheck
-from .entries import MANIFEST, BadEntry, check_folder, decode_record, encode_record, make_folder, record_name
+from .entries import (
+    MANIFEST,
+    BadEntry,
+    check_folder,
+    decode_blob,
+    decode_record,
+    encode_blob,
+    encode_record,
+    make_folder,
+    record_name,
+)
 
 BLOB_SUFFIX = ".safetensors"
 RECORD_SUFFIX = ".rec"
@@ -111,15 +120,13 @@ class FsspecStore:
         if data is None:
             raise CacheMiss(key)
         try:
-            return read_tensor_from(io.BytesIO(data), len(data))[0]
+            return decode_blob(data)
         except BadTensorFile:
             self.delete_blob(key)
             raise CacheMiss(key) from None
 
     def write_blob(self, key: str, tensor: torch.Tensor) -> int:
-        buf = io.BytesIO()
-        write_tensor_file(buf, tensor)
-        data = buf.getvalue()
+        data = encode_blob(tensor)
         self._put(self.blob_path(key), data)
         self._used[key] = time.time()
         return len(data)
@@ -202,7 +209,7 @@ class FsspecStore:
             data = self._get(path)
             try:
                 if data is not None:
-                    read_tensor_from(io.BytesIO(data), len(data))
+                    decode_blob(data)
             except BadTensorFile:
                 corrupted.append(("blobs", key))
                 if repair:
