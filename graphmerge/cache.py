@@ -177,8 +177,9 @@ def _warn(message: str) -> None:
 
 
 class DigestMemo:
-    """File digests by (path, size, mtime), as `ModelFolder.tensor_digests` memoises them. Under
-    --force only what this process wrote is seen."""
+    """File digests by (path, size, mtime), as `ModelFolder.tensor_digests` and the source
+    identities memoise them (a record may hold part of a file). Under --force only what this process
+    wrote is seen."""
 
     def __init__(self, store: Store, force: bool):
         self.store = store
@@ -225,6 +226,7 @@ class Cache:
         self.log = log
         self.recovered: list[str] = list(getattr(store, "recovered", []))
         self.digests = DigestMemo(store, force)
+        self._sources: dict[tuple, Any] = {}  # weight file key -> its FileDigests in this process
         self.force = force
         self._fresh: set[str] = set()  # tensor and result keys written by this process (for --force)
         self.memory = MemoryTier(self.settings.memory)
@@ -257,6 +259,10 @@ class Cache:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._flush_uses()
+        for digests in self._sources.values():
+            with contextlib.suppress(Exception):
+                digests.flush()  # what this run read of a file it did not read whole
+        self._sources.clear()
         self.store.close()
 
     # policy ---------------------------------------------------------------------------------
@@ -455,9 +461,12 @@ class Cache:
         self.store.put_record("results", key, value)
         self._fresh.add(key)
 
-    def source_digests(self, folder: Any) -> dict[str, str]:
-        """Per-tensor digests of a source model folder, each weight file hashed once per cache."""
-        return folder.tensor_digests(memo=self.digests)
+    def source_identities(self, folder: Any) -> dict[str, Any]:
+        """Per-tensor identities of a source model folder: the memoised content digest, or a deferred
+        one that the read of the tensor fills (see graphmerge.io.source_identity)."""
+        from graphmerge.io.source_identity import source_identities
+
+        return source_identities(folder, self.digests, self._sources)
 
     def folder(self, kind: str, key: str, fill: Callable[[Path], None]) -> Path:
         """A folder written once under `key` (e.g. kind "tokenizers"): `fill(path)` creates it at

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from graphmerge.cache import Cache, CacheMiss
 from graphmerge.errors import GraphmergeError
-from graphmerge.hashing import digest
+from graphmerge.hashing import DeferredIdentity, digest
 from graphmerge.lazy import torch
 from graphmerge.plan import Model, TensorTask
 from graphmerge.spec import GraphSpec, NodeSpec
@@ -261,35 +261,42 @@ class TensorExecutor:
         self._copy_stream = None
         self.compute = compute  # False while checking a graph: nothing may compute a tensor
 
-    def _plan(self, roots: Sequence[TensorTask]) -> tuple[list[TensorTask], set[str]]:
+    def _plan(self, roots: Sequence[TensorTask]) -> tuple[list[TensorTask], set[str], set[str]]:
         """Tasks in execution order (a depth-first post-order from each root in turn, so one
-        tensor's inputs are loaded together) and the keys that are cache hits."""
+        tensor's inputs are loaded together), the local keys that are cache hits, and the local keys
+        of cached tasks whose key was not known yet (a source below is still to be read: whether
+        they are hits is asked once their inputs have been read)."""
         graph = nx.DiGraph()
         hits: set[str] = set()
+        late: set[str] = set()
         seen: set[str] = set()
         stack = list(roots)
         while stack:
             task = stack.pop()
-            if task.key in seen:
+            key = task.local_key
+            if key in seen:
                 continue
-            seen.add(task.key)
-            graph.add_node(task.key, task=task)
-            if task.cached and self.cache.has_tensor(task.key):
-                hits.add(task.key)
-                continue
+            seen.add(key)
+            graph.add_node(key, task=task)
+            if task.cached:
+                if not task.key_known():
+                    late.add(key)
+                elif self.cache.has_tensor(task.key):
+                    hits.add(key)
+                    continue
             for i, inp in enumerate(task.inputs):
-                graph.add_edge(task.key, inp.key, order=i)
+                graph.add_edge(key, inp.local_key, order=i)
                 stack.append(inp)
         order: list[TensorTask] = []
         done: set[str] = set()
         for root in roots:
-            if root.key in done:
+            if root.local_key in done:
                 continue
-            for key in nx.dfs_postorder_nodes(graph, source=root.key):
+            for key in nx.dfs_postorder_nodes(graph, source=root.local_key):
                 if key not in done:
                     done.add(key)
                     order.append(graph.nodes[key]["task"])
-        return order, hits
+        return order, hits, late
 
     def _compute(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
         op = task.op
@@ -300,7 +307,22 @@ class TensorExecutor:
             self.stats.tasks_executed += 1
         else:
             self.stats.tensors_read += 1
+        identity = task.identity
+        if isinstance(identity, DeferredIdentity) and not identity.known:
+            identity.observe(value)  # the read that loads a source tensor also gives its digest
         return value
+
+    def _late_hit(self, task: TensorTask) -> torch.Tensor | None:
+        """A cached task whose key became known only as its sources were read: its stored value, if
+        any (the sources were read either way; only the compute is saved)."""
+        if not self.cache.has_tensor(task.key):
+            return None
+        try:
+            value = self.cache.get_tensor(task.key)
+        except CacheMiss:
+            return None
+        self.stats.tasks_cached += 1
+        return value if value.device == self.device else value.to(self.device)
 
     def _run_op(self, task: TensorTask, inputs: list[torch.Tensor]) -> torch.Tensor:
         value = self._compute(task, inputs)
@@ -350,20 +372,20 @@ class TensorExecutor:
         """Yield (index, value) for each root, in root order, computing only what is not cached."""
         if not self.compute:
             raise RuntimeError("a node's check computed tensors; checks must only plan")
-        order, hits = self._plan(roots)
+        order, hits, late = self._plan(roots)
         remaining: dict[str, int] = {}
         for task in order:
-            if task.key not in hits:
+            if task.local_key not in hits:
                 for inp in task.inputs:
-                    remaining[inp.key] = remaining.get(inp.key, 0) + 1
+                    remaining[inp.local_key] = remaining.get(inp.local_key, 0) + 1
         root_positions: dict[str, list[int]] = {}
         for i, root in enumerate(roots):
-            root_positions.setdefault(root.key, []).append(i)
-            remaining[root.key] = remaining.get(root.key, 0) + 1
+            root_positions.setdefault(root.local_key, []).append(i)
+            remaining[root.local_key] = remaining.get(root.local_key, 0) + 1
         self.stats.tasks_total += len(order)
         # Loaded rather than computed: cache hits and tasks with no inputs that are not cached
         # (source reads). They are what the reader fetches ahead.
-        loads = [t for t in order if t.key in hits or (not t.inputs and not t.cached)]
+        loads = [t for t in order if t.local_key in hits or (not t.inputs and not t.cached)]
         pipelined = self.settings.pipelined
         budget = _Budget(self.settings.in_flight)
         reader = ThreadPoolExecutor(1, thread_name_prefix="graphmerge-reader") if pipelined else None
@@ -378,7 +400,8 @@ class TensorExecutor:
                 size = _planned_nbytes(task)
                 if not budget.try_take(size):
                     return
-                fetched[task.key] = (reader.submit(self._load, task, task.key in hits), size)
+                hit = task.local_key in hits
+                fetched[task.local_key] = (reader.submit(self._load, task, hit), size)
                 cursor += 1
 
         values: dict[str, torch.Tensor] = {}
@@ -386,35 +409,38 @@ class TensorExecutor:
         bar = tqdm(total=len(order), desc=desc, unit="task", disable=not show, leave=False)
         busy = time.perf_counter()
         try:
-            with self.cache.pinned(hits):
+            with self.cache.pinned(t.key for t in order if t.local_key in hits):
                 for task in order:
+                    key = task.local_key
                     prefetch()
-                    if task.key in fetched:
-                        future, size = fetched.pop(task.key)
+                    if key in fetched:
+                        future, size = fetched.pop(key)
                         value = self._arrived(*future.result())
                         budget.give(size)
-                    elif task.key in hits or (not task.inputs and not task.cached):
-                        value = self._arrived(*self._load(task, task.key in hits))
+                    elif key in hits or (not task.inputs and not task.cached):
+                        value = self._arrived(*self._load(task, key in hits))
                     else:
-                        value = self._compute(task, [values[t.key] for t in task.inputs])
-                        if task.cached:
-                            if writer is not None:
-                                writer.put(task.key, value)
-                            else:
-                                self.cache.put_tensor(task.key, value)
+                        value = self._late_hit(task) if key in late else None
+                        if value is None:
+                            value = self._compute(task, [values[t.local_key] for t in task.inputs])
+                            if task.cached:
+                                if writer is not None:
+                                    writer.put(task.key, value)
+                                else:
+                                    self.cache.put_tensor(task.key, value)
                         for inp in task.inputs:
-                            remaining[inp.key] -= 1
-                            if remaining[inp.key] == 0:
-                                values.pop(inp.key, None)
-                    values[task.key] = value
+                            remaining[inp.local_key] -= 1
+                            if remaining[inp.local_key] == 0:
+                                values.pop(inp.local_key, None)
+                    values[key] = value
                     bar.update(1)
-                    for i in root_positions.get(task.key, ()):
+                    for i in root_positions.get(key, ()):
                         self.stats.tensor_seconds += time.perf_counter() - busy
                         yield i, value
                         busy = time.perf_counter()
-                        remaining[task.key] -= 1
-                    if remaining.get(task.key, 0) == 0:
-                        values.pop(task.key, None)
+                        remaining[key] -= 1
+                    if remaining.get(key, 0) == 0:
+                        values.pop(key, None)
                 if writer is not None:
                     writer.close()
                     writer = None

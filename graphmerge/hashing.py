@@ -43,3 +43,26 @@ def digest(*parts: Any) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(canonical_json(list(parts)).encode())
     return h.hexdigest()
+
+
+class DeferredIdentity:
+    """An identity that is known only once data has been read: a source tensor's content digest.
+
+    Keys built on it are resolved as late as possible, so the read that computes a tensor also gives
+    its digest (a source is read once, not hashed first and read again). `local` stands in for the
+    identity inside one process (for instance the file's path, size, mtime and the tensor's name)."""
+
+    local: Any
+
+    @property
+    def known(self) -> bool:
+        """Whether `resolve()` answers without reading anything."""
+        raise NotImplementedError
+
+    def resolve(self) -> str:
+        """The identity, computed (reading the data) if no value has been observed yet."""
+        raise NotImplementedError
+
+    def observe(self, value: Any) -> None:
+        """Learn the identity from the value just read."""
+        raise NotImplementedError

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from graphmerge.hashing import canonical, digest
+from graphmerge.hashing import DeferredIdentity, canonical, digest
 from graphmerge.tensor_ops import TensorOp, get_tensor_op
 
 
@@ -40,21 +40,54 @@ class TensorTask:
 
     @cached_property
     def key(self) -> str:
-        ident = self.identity if self.identity is not None else canonical(self.params)
+        """The content key the cache knows the result by. A deferred source identity below is
+        resolved (read) if no value has been observed for it yet."""
+        ident = self.identity
+        if isinstance(ident, DeferredIdentity):
+            ident = ident.resolve()
+        elif ident is None:
+            ident = canonical(self.params)
         return digest(self.op.name, self.op.version, ident, [t.key for t in self.inputs])
+
+    @cached_property
+    def deferred(self) -> bool:
+        """Some identity at or below this task is a DeferredIdentity (its key may need a read)."""
+        return isinstance(self.identity, DeferredIdentity) or any(t.deferred for t in self.inputs)
+
+    @cached_property
+    def local_key(self) -> str:
+        """Names this computation within the process without reading anything: the key itself unless
+        the task is deferred, then a digest over the deferred identities' local stand-ins. Fixed for
+        the task's lifetime, so bookkeeping by it stays consistent while identities resolve."""
+        if not self.deferred:
+            return self.key
+        ident = self.identity
+        if isinstance(ident, DeferredIdentity):
+            ident = ident.local
+        elif ident is None:
+            ident = canonical(self.params)
+        return digest("local", self.op.name, self.op.version, ident, [t.local_key for t in self.inputs])
+
+    def key_known(self) -> bool:
+        """Whether `key` is computable without reading any data now."""
+        if "key" in self.__dict__ or not self.deferred:
+            return True
+        if isinstance(self.identity, DeferredIdentity):
+            return self.identity.known
+        return all(t.key_known() for t in self.inputs)
 
     @property
     def cached(self) -> bool:
         return self.op.cached
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return hash(self.local_key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TensorTask) and other.key == self.key
+        return isinstance(other, TensorTask) and other.local_key == self.local_key
 
     def __repr__(self) -> str:
-        return f"TensorTask({self.op.name}, key={self.key[:10]})"
+        return f"TensorTask({self.op.name}, local_key={self.local_key[:10]})"
 
 
 def make_task(

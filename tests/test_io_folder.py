@@ -104,8 +104,8 @@ def test_digests_match_in_memory_and_are_memoised(tmp_path, llama_dir, monkeypat
     d, sd = llama_dir
     f = ModelFolder.open(d)
     calls = []
-    real = ModelFolder._hash_file
-    monkeypatch.setattr(ModelFolder, "_hash_file", lambda self, p: calls.append(p) or real(self, p))
+    real = ModelFolder.hash_tensors
+    monkeypatch.setattr(ModelFolder, "hash_tensors", lambda self, p, ns: calls.append(p) or real(self, p, ns))
     memo: dict = {}
     dig = f.tensor_digests(memo)
     assert list(dig) == list(f.tensor_names)

@@ -28,6 +28,7 @@ __all__ = [
     "TOKENIZER_FILE_NAMES",
     "tokenizer_files",
     "tensor_digest",
+    "file_key",
 ]
 
 
@@ -380,23 +381,28 @@ class ModelFolder:
     def tensor_digests(self, memo: MutableMapping | None = None) -> dict[str, str]:
         """Content digest of every tensor (xxh3_128 over dtype, shape and raw bytes).
 
-        Digests of each weight file are memoised in `memo` under (abs path, size, mtime_ns), so an
-        unchanged multi-GB file is hashed once per cache, not once per run.
+        Digests of each weight file are memoised in `memo` under `file_key(file)`, so an unchanged
+        multi-GB file is hashed once per cache, not once per run. A memoised record may hold only
+        some of the file's tensors (a run that read the others only): the rest are hashed.
         """
         out: dict[str, str] = {}
         for f in self.files:
-            st = f.stat()
-            key = (str(f), st.st_size, st.st_mtime_ns)
-            cached = memo.get(key) if memo is not None else None
-            if cached is None:
-                cached = self._hash_file(f)
+            key = file_key(f)
+            cached = dict(memo.get(key) or {}) if memo is not None else {}
+            missing = [n for n in self.names_in(f) if n not in cached]
+            if missing:
+                cached.update(self.hash_tensors(f, missing))
                 if memo is not None:
                     memo[key] = cached
             out.update(cached)
         return {n: out[n] for n in self.tensor_names}
 
-    def _hash_file(self, f: Path) -> dict[str, str]:
-        names = [n for n in self.tensor_names if self._infos[n].file == f]
+    def names_in(self, f: Path) -> list[str]:
+        """The tensors stored in weight file `f`, in the folder's order."""
+        return [n for n in self.tensor_names if self._infos[n].file == f]
+
+    def hash_tensors(self, f: Path, names: list[str]) -> dict[str, str]:
+        """Content digests of `names`, all stored in weight file `f`, read from the file."""
         if self.format == "pytorch":
             return {n: tensor_digest(self._handles[f][n]) for n in names}
         res: dict[str, str] = {}
@@ -418,6 +424,12 @@ class ModelFolder:
                     left -= got
                 res[n] = h.hexdigest()
         return res
+
+
+def file_key(f: Path) -> tuple[str, int, int]:
+    """(absolute path, size, mtime_ns): what a weight file's memoised digests are filed under."""
+    st = f.stat()
+    return (str(f), st.st_size, st.st_mtime_ns)
 
 
 def _torch_load(f: Path) -> dict[str, torch.Tensor]:

@@ -392,8 +392,8 @@ def save_hf_model(
     generation_config_from: Path | str | None = None,
     dtype: torch.dtype | None = None,
     max_shard_size: int | str = "2GB",
-    model_card: str | None = None,
-    extra_files: Mapping[str, str] | None = None,
+    model_card: str | Callable[[], str] | None = None,
+    extra_files: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     copy_files: Iterable[Path] = (),
     skip_if: Callable[[Path], bool] | None = None,
     on_wait: Callable[[], None] | None = None,
@@ -415,7 +415,8 @@ def save_hf_model(
 
     `plan` (the tensors' names, shapes and saved dtypes, in order, when known before computing) lets
     each tensor go to disk as it arrives instead of being buffered with its shard; tensors that do not
-    follow it are saved all the same, buffered.
+    follow it are saved all the same, buffered. `model_card` and `extra_files` may be callables, asked
+    once the tensors have been consumed (their text may depend on what computing them learnt).
     """
     out = Path(out_dir).expanduser().absolute()
     limit = parse_size(max_shard_size)
@@ -482,8 +483,8 @@ def _write_folder(
     generation_config_from: Path | str | None,
     dtype: torch.dtype | None,
     limit: int,
-    model_card: str | None,
-    extra_files: Mapping[str, str] | None,
+    model_card: str | Callable[[], str] | None,
+    extra_files: Mapping[str, str] | Callable[[], Mapping[str, str]] | None,
     copy_files: Iterable[Path],
     plan: list[PlannedTensor] | None = None,
 ) -> None:
@@ -525,8 +526,12 @@ def _write_folder(
             shutil.copyfile(g, tmp / "generation_config.json")
     for f in copy_files:
         shutil.copyfile(f, tmp / Path(f).name)
+    if callable(model_card):
+        model_card = model_card()
     if model_card is not None:
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
+    if callable(extra_files):
+        extra_files = extra_files()
     for name, text in (extra_files or {}).items():
         p = tmp / _safe_relative(name)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -134,14 +134,15 @@ def load_node(ctx: RunContext, params: LoadParams, inputs: Mapping) -> Model:
 def _load_folder(ctx: RunContext, path: Path) -> Model:
     folder = open_folder(path)
     _LOAD_NODES[str(folder.path)] = ctx.node_name
-    # Checking plans but never reads tensor bytes: the path stands in for the content digest.
-    digests = {} if ctx.checking else ctx.cache.source_digests(folder)
+    # Checking plans but never reads tensor bytes: the path stands in for the content digest. A run
+    # learns the digest of a file it has not hashed before from the read that loads each tensor.
+    identities = {} if ctx.checking else ctx.cache.source_identities(folder)
     tasks = {}
     for name in folder.tensor_names:
         info = folder.info(name)
         tasks[name] = make_task(
             "read",
-            identity=digests.get(name) or ("unread", str(folder.path), name),
+            identity=identities.get(name) or ("unread", str(folder.path), name),
             shape=tuple(info.shape),
             dtype=info.dtype_name,
             path=str(folder.path),
@@ -159,10 +160,13 @@ def _load_folder(ctx: RunContext, path: Path) -> Model:
     )
 
 
-def _up_to_date(out: Path, stamp: str) -> bool:
-    """The folder was written from this very model and its weight files are all still there."""
+def _up_to_date(out: Path, stamp: Callable[[], str]) -> bool:
+    """The folder was written from this very model and its weight files are all still there.
+    `stamp` is asked only when the folder has a stamp to compare: computing it may have to hash
+    source files that the run would otherwise read just once."""
     try:
-        if json.loads((out / STAMP_FILE).read_text()).get("stamp") != stamp:
+        written = json.loads((out / STAMP_FILE).read_text()).get("stamp")
+        if written is None or written != stamp():
             return False
         index = out / "model.safetensors.index.json"
         if index.is_file():
@@ -222,7 +226,7 @@ def _save_stamp(params: SaveParams, model: Model, code: list[Path]) -> str:
 def save_state(ctx: RunContext, params: SaveParams, inputs: Mapping) -> str:
     """The rule `save` skips a write by, for `viz`: "cached" when the output is up to date."""
     model: Model = inputs[params.input]
-    stamp = _save_stamp(params, model, _code_to_copy(ctx, model))
+    stamp = lambda: _save_stamp(params, model, _code_to_copy(ctx, model))  # noqa: E731
     return "cached" if not ctx.cache.force and _up_to_date(Path(params.path), stamp) else "missing"
 
 
@@ -240,7 +244,9 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     model: Model = inputs[params.input]
     out = params.path
     code = _code_to_copy(ctx, model)
-    stamp = _save_stamp(params, model, code)
+    # The stamp, the card and graphmerge.json name the model key: asked for after the tensors have
+    # streamed, it costs nothing, since every source digest was learnt from the read that loaded it.
+    stamp = lambda: _save_stamp(params, model, code)  # noqa: E731
     names = list(model.tensors)
     target = getattr(torch, params.dtype) if params.dtype else None
     plan = _save_plan(model, params.dtype)
@@ -258,7 +264,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
         except GraphmergeError as exc:
             # Roots are computed in order: the failing one is the first not yet yielded.
             if done < len(names):
-                merged_by = MERGE_NODE_OF.get(model.tensors[names[done]].key)
+                merged_by = MERGE_NODE_OF.get(model.tensors[names[done]].local_key)
                 tensor = f"tensor {names[done]}" + (f" of merge node '{merged_by}'" if merged_by else "")
                 exc.where = tensor + (f": {exc.where}" if exc.where else "")
                 exc.args = (exc.one_line(),)
@@ -267,18 +273,16 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
     config = dict(model.config)
     if params.dtype:
         config["torch_dtype"] = params.dtype
-    extra = {
-        STAMP_FILE: json.dumps(
-            {
-                "stamp": stamp,
-                "model_key": model.key,
-                "recipe": list(model.provenance),
-                "versions": component_versions(ctx.graph),
-            },
-            indent=2,
-        ),
-        "graph.yaml": model.recipe(out) if model.recipe is not None else resolved_graph_yaml(ctx.graph),
-    }
+    graph_yaml = model.recipe(out) if model.recipe is not None else resolved_graph_yaml(ctx.graph)
+
+    def extra() -> dict[str, str]:
+        record = {
+            "stamp": stamp(),
+            "model_key": model.key,
+            "recipe": list(model.provenance),
+            "versions": component_versions(ctx.graph),
+        }
+        return {STAMP_FILE: json.dumps(record, indent=2), "graph.yaml": graph_yaml}
     try:
         outcome = save_hf_model(
             out,
@@ -288,7 +292,7 @@ def save_node(ctx: RunContext, params: SaveParams, inputs: Mapping) -> dict:
             generation_config_from=model.tokenizer_dir,
             dtype=target,
             max_shard_size=parse_size(params.max_shard_size),
-            model_card=model_card(ctx.graph, ctx.node_name, model, params.dtype),
+            model_card=lambda: model_card(ctx.graph, ctx.node_name, model, params.dtype),
             extra_files=extra,
             copy_files=code,
             skip_if=lambda path: not ctx.cache.force and _up_to_date(path, stamp),

@@ -276,7 +276,7 @@ def describe(spec: MergeParams) -> str:
 def merge_node(ctx, params: MergeParams, inputs: Mapping[str, Model]) -> Model:
     """Merge models tensor by tensor with a registered merge method."""
     tasks = plan_merge(params, inputs, graph_seed=ctx.seed, where=f"merge {params.method}")
-    MERGE_NODE_OF.update((t.key, ctx.node_name) for t in tasks.values())
+    MERGE_NODE_OF.update((t.local_key, ctx.node_name) for t in tasks.values())
     reference = inputs[params.refs()[0]]
     provenance = tuple(dict.fromkeys(p for ref in params.refs() for p in inputs[ref].provenance))
     return reference.with_tensors(tasks, provenance=(*provenance, describe(params)))
