@@ -37,9 +37,9 @@ def cold_task_count(model: Model) -> int:
     count = 0
     while stack:
         task = stack.pop()
-        if task.key in seen:
+        if task.local_key in seen:
             continue
-        seen.add(task.key)
+        seen.add(task.local_key)
         if task.cached:
             count += 1
         stack.extend(task.inputs)
