@@ -296,8 +296,9 @@ class Cache:
 
     # tensors --------------------------------------------------------------------------------
     def has_tensor(self, key: str) -> bool:
-        with self._lock:
-            return self._has_tensor(key)
+        # Without the lock: the writer thread holds it through a blob's write, and a lookup must not
+        # wait for that (the store is lock-free; a blob appearing meanwhile is only a missed hit).
+        return self._has_tensor(key)
 
     def put_tensor(self, key: str, tensor: torch.Tensor, *, always: bool = False) -> None:
         """`always`: to disk even inside a search trial under `search_persist: reused` (for values
