@@ -2,8 +2,9 @@
 
 Blobs describe themselves, so no index is needed to read them; the journals only let `verify` tell
 a blob that vanished behind graphmerge's back ("missing") from one never written. Each process
-appends to its own file (one writer per file: safe on NFS and object stores, no locks). Lines are
-`<time> <+|-> <key>`; the last line of a killed process may be torn and is skipped."""
+appends to its own file (one writer per file: safe on NFS, no locks). Lines are `<time> <+|-> <key>`;
+the last line of a killed process may be torn and is skipped. The fsspec store keeps the same lines
+as objects written whole (remote_journal.py): the parsing and folding here serve both."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class Journal:
     def _file(self):
         if self._fh is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.folder / f"{process_name()}.log", "a", buffering=1, encoding="ascii")  # noqa: SIM115
+            path = self.folder / f"{process_name()}.log"
+            self._fh = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115
         return self._fh
 
     def note(self, op: str, keys: Iterable[str], when: float | None = None) -> None:
