@@ -145,21 +145,14 @@ LAYERS = [
     ("tensor primitives", {"tensorfile", "nonfinite", "tensor_ops"}),
     ("methods, io, cache, evaluation, search", {"methods", "io", "store", "cache", "evaluation", "eval_settings", "search"}),
     ("plan, strategies", {"plan", "strategies"}),
-    ("graph files", {"registry", "convert", "spec"}),
-    ("executor, search bridge", {"executor", "optimize"}),
+    ("graph files", {"registry", "convert", "spec", "gradients"}),
+    ("executor, search bridge", {"executor", "context", "optimize"}),
     ("nodes", {"nodes"}),
     ("runner", {"runner"}),
     ("commands", {"viz", "describe", "graph_layout", "cli"}),
 ]
 # Imports that still point upwards, each with what removes it (an entry no longer needed is harmless).
-UPWARD = {
-    # a Dask worker rebuilds the search's context from the graph text with the runner's make_context
-    # (imported inside the function, only on a worker); a context factory below the runner removes it
-    ("graphmerge.optimize.trials", "graphmerge.runner"),
-    # the mergekit converter reuses the depth-position helper of merge parameters
-    ("graphmerge.convert.mergekit", "graphmerge.nodes.parameters"),
-    ("graphmerge.convert.mergekit", "graphmerge.nodes"),
-}
+UPWARD: set[tuple[str, str]] = set()
 
 
 def _layer(module: str) -> int:

@@ -71,8 +71,8 @@ def test_report_md_of_a_short_search_agrees_with_its_other_outputs(tmp_path):
     assert recipe.rstrip() in report
 
     # Examples: the per-trial counts in trials.jsonl, summed; the full-fidelity comparison uses 8 x 2 tasks.
-    spent = sum(t["extra"]["examples"] for t in trials)
-    assert spent > 0 and all(t["extra"]["examples"] <= 2 * t["limit"] for t in trials)
+    spent = sum(t["extra"]["examples_run"] for t in trials)
+    assert spent > 0 and all(t["extra"]["examples_run"] <= 2 * t["limit"] for t in trials)
     assert f"**{spent:,} examples** evaluated by the 6 trials" in report
     assert f"would evaluate {6 * 8 * 2:,}" in report
 
@@ -105,7 +105,7 @@ def test_pareto_members_and_worker_time_in_the_report(tmp_path):
     def two(config, limit):
         x = config["x"]
         return TrialOutcome(
-            scores={"a": -((x - 1.0) ** 2), "b": -((x + 1.0) ** 2)}, extra={"examples": limit}
+            scores={"a": -((x - 1.0) ** 2), "b": -((x + 1.0) ** 2)}, extra={"examples_run": limit}
         )
 
     settings = SmacSettings(

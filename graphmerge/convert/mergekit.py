@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from graphmerge.errors import SpecError
-from graphmerge.nodes.parameters import at_position
+from graphmerge.gradients import at_position, is_gradient
 
 TOP_KEYS = (
     "merge_method",
@@ -132,7 +132,7 @@ class _Converter:
                 out.append(entry)
             return out
         if isinstance(v, list):
-            if not v or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v):
+            if not is_gradient(v):
                 raise self.error(
                     f"parameter list {v!r} is not a gradient of numbers",
                     key,

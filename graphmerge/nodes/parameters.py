@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from graphmerge.errors import MergeError
+from graphmerge.gradients import interpolate, is_gradient
 
 ParamValue = Any
 
@@ -39,17 +40,6 @@ def filter_matches(pattern: str, name: str) -> bool:
     return _matcher(pattern)(name)
 
 
-def interpolate(points: list[float], position: float) -> float:
-    if len(points) == 1:
-        return float(points[0])
-    x = min(max(position, 0.0), 1.0) * (len(points) - 1)
-    lo = int(x)
-    if lo >= len(points) - 1:
-        return float(points[-1])
-    frac = x - lo
-    return float(points[lo]) * (1 - frac) + float(points[lo + 1]) * frac
-
-
 def resolve_value(value: ParamValue, name: str, position: float, where: str) -> Any:
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
@@ -62,7 +52,7 @@ def resolve_value(value: ParamValue, name: str, position: float, where: str) -> 
                         )
                     return resolve_value(entry["value"], name, position, where)
             return None
-        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if is_gradient(value):
             return interpolate([float(v) for v in value], position)
         raise MergeError(
             f"parameter list {value!r} is neither a gradient of numbers nor a list of {{filter, value}}",
@@ -87,14 +77,3 @@ def depth_position(layer: int | None, num_layers: int, role: str, head_position:
     if layer is not None:
         return layer / (num_layers - 1) if num_layers > 1 else 0.0
     return 0.0 if role == "embed" else head_position
-
-
-def at_position(value: ParamValue, position: float) -> ParamValue:
-    """`value` with every gradient replaced by its value at `position`; filters are kept. Used
-    where the position comes from elsewhere than the tensor's own layer (mergekit slices)."""
-    if isinstance(value, list) and value:
-        if all(isinstance(v, dict) for v in value):
-            return [{**e, "value": at_position(e["value"], position)} if "value" in e else e for e in value]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return interpolate([float(v) for v in value], position)
-    return value

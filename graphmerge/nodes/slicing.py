@@ -12,10 +12,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from graphmerge.errors import ModelError
+from graphmerge.gradients import at_position
 from graphmerge.io.layout import _PER_LAYER_LIST_KEYS, config_with_layers, scale_branch_output
 from graphmerge.lazy import torch
 from graphmerge.nodes.merge import MergeParams, describe, plan_merge
-from graphmerge.nodes.parameters import at_position
 from graphmerge.params import NodeParams
 from graphmerge.plan import Model, TensorTask, make_task
 from graphmerge.registry import node, tensor_op

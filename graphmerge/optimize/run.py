@@ -95,6 +95,8 @@ def fixed(
 def _merge_worker_stats(ctx: RunContext, result: Any) -> None:
     """Trials run on Dask workers count their tasks and evaluations in the workers' own contexts; add them
     here so that --json tells the whole run's work."""
+    from graphmerge.search.records import EXAMPLES_RUN
+
     for r in result.trials:
         if r.replayed or r.infeasible:
             continue
@@ -102,7 +104,7 @@ def _merge_worker_stats(ctx: RunContext, result: Any) -> None:
         ctx.stats.tasks_cached += int(r.extra.get("cached", 0))
         ctx.stats.evaluations_run += int(r.extra.get("evaluations_run", 0))
         ctx.stats.evaluations_cached += int(r.extra.get("evaluations_cached", 0))
-        ctx.stats.examples_evaluated += int(r.extra.get("examples", 0))
+        ctx.stats.examples_evaluated += int(r.extra.get(EXAMPLES_RUN, 0))
 
 
 def search(
@@ -117,6 +119,7 @@ def search(
     reference scores, the strategy's report and the held-out scores."""
     from graphmerge.search import progress_line, run_search
     from graphmerge.search.pareto import member_name
+    from graphmerge.search.records import EXAMPLES_RUN
     from graphmerge.strategies import SearchOutcome
 
     settings = params.smac_settings()
@@ -211,7 +214,7 @@ def search(
     summary["examples"] = {
         "total": result.examples_total,
         "this_run": sum(r.examples for r in result.trials if not r.replayed),
-        "run": sum(int(r.extra.get("examples_run", 0)) for r in result.trials if not r.replayed),
+        "run": sum(int(r.extra.get(EXAMPLES_RUN, 0)) for r in result.trials if not r.replayed),
         "at_best": best.examples_total,
         "max_examples": settings.max_examples,
     }

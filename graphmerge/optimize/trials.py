@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from graphmerge.context import make_context
 from graphmerge.executor import RunContext, run_nodes
 from graphmerge.optimize.params import OptimizeParams
 from graphmerge.optimize.problem import SearchProblem, build_problem, output_node
 from graphmerge.optimize.scoring import Evaluator
 from graphmerge.plan import Model
-from graphmerge.spec import GraphSpec, ancestors, build_graph
+from graphmerge.spec import GraphSpec, ancestors, build_graph, load_graph
 
 
 def trial_graph(graph: GraphSpec, params: OptimizeParams, nodes: Mapping[str, Any]) -> GraphSpec:
@@ -80,11 +81,7 @@ class TrialRunner:
 
     def _ensure(self) -> tuple[RunContext, Mapping[str, Any], SearchProblem]:
         if self._ctx is None:
-            # A Dask worker: the graph's context rebuilt from its text (runner sits above the nodes,
-            # so it is imported only here, where no node is being imported).
-            from graphmerge.runner import make_context
-            from graphmerge.spec import load_graph
-
+            # A Dask worker: the graph's context rebuilt from its text, as `run` builds it.
             graph = load_graph(
                 self.graph_file, text=self.graph_text, overrides=self.variables, base_dir=self.graph_dir
             )
@@ -111,6 +108,8 @@ class TrialRunner:
 
     def __call__(self, config: Mapping[str, Any], limit: int | None):
         from graphmerge.search import TrialOutcome
+        from graphmerge.search.examples import SCORED
+        from graphmerge.search.records import EXAMPLES_RUN
 
         ctx, outer, problem = self._ensure()
         started = time.perf_counter()
@@ -125,8 +124,8 @@ class TrialRunner:
         ctx.stats.op_seconds["evaluate"] = ctx.stats.op_seconds.get("evaluate", 0.0) + evaluate_s
         delta = ctx.stats.since(before)
         extra_examples = {
-            "examples_scored": self.examples_scored(limit),  # search/examples.py counts from these
-            "examples_run": delta["examples_evaluated"],
+            SCORED: self.examples_scored(limit),  # search/examples.py counts from these
+            EXAMPLES_RUN: delta["examples_evaluated"],
         }
         return TrialOutcome(
             scores=dict(result["scores"]),
@@ -137,7 +136,6 @@ class TrialRunner:
                 "cold_tasks": cold_task_count(model),
                 "evaluations_run": delta["evaluations_run"],
                 "evaluations_cached": delta["evaluations_cached"],
-                "examples": delta["examples_evaluated"],
                 "tensor_s": round(delta["tensor_seconds"], 4),
                 "evaluation_s": round(max(0.0, evaluate_s - delta["tensor_seconds"]), 4),
                 **extra_examples,

@@ -50,7 +50,7 @@ from .determinism import library_versions, stable_acquisition_maximizer
 from .distributed import WORKER_LOST, check_scheduler_address, remote_failure, trial_cluster, worker_lost
 from .examples import ExampleLedger
 from .pareto import non_dominated
-from .records import Objective, TrialOutcome, TrialRecord, resolve_scores, weighted_score
+from .records import Objective, TrialOutcome, TrialRecord, current_extra, resolve_scores, weighted_score
 from .report import convergence_png, pareto_png, trials_csv, trials_jsonl
 from .space import config_to_dict, space_fingerprint, validate_config
 from .trial_log import LOG_NAME, TrialLog, trial_key
@@ -492,7 +492,7 @@ class _Session:
             time_s=float(outcome.cost_s) if outcome.cost_s else finished - started,
             started=started,
             finished=finished,
-            extra=dict(outcome.extra),
+            extra=current_extra(outcome.extra),
         )
 
     def tell(self, smac, info, record: TrialRecord, asked: int) -> None:

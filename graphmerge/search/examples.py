@@ -6,8 +6,8 @@ and scores are cached per example, so promoting a configuration from 50 to 100 e
 ones, and asking a (configuration, budget) again costs nothing. The count depends on the trial sequence
 only, never on what a shared cache happened to hold, so a resume, a rerun and another machine count the
 same, and it can decide when a search stops (`max_examples`). The examples lm-eval really ran in this
-process are kept beside it (`extra.examples_run`): with a cold cache the two agree, except where two
-configurations build the same model, which the cache evaluates once.
+process are kept beside it (`extra.examples_run`, records.EXAMPLES_RUN): with a cold cache the two
+agree, except where two configurations build the same model, which the cache evaluates once.
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphmerge.errors import EvaluationError
 
+# TrialOutcome.extra key: the examples lm-eval ran for the trial in its process (cache misses; 0 when the
+# cache held every score). Logs from before it was the one key wrote it as `examples`, which from_json
+# still reads.
+EXAMPLES_RUN = "examples_run"
+_OLD_EXTRA_KEYS = {"examples": EXAMPLES_RUN}
+
 
 class Objective(BaseModel):
     """One score the search optimises: its name in `TrialOutcome.scores`, its weight in the single-objective
@@ -123,7 +129,7 @@ class TrialRecord:
             time_s=float(data.get("time_s", 0.0)),
             started=float(data.get("started", 0.0)),
             finished=float(data.get("finished", 0.0)),
-            extra=dict(data.get("extra") or {}),
+            extra=current_extra(data.get("extra") or {}),
             asks_before_tell=None if data.get("asks_before_tell") is None else int(data["asks_before_tell"]),
             replayed=replayed,
         )
@@ -133,3 +139,14 @@ class TrialRecord:
         if multi_objective:
             return [-o.utility(self.scores[o.name]) for o in objectives]
         return -weighted_score(self.scores, objectives)
+
+
+def current_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's extra under today's keys: an old key (from a log of an earlier version, or an objective
+    written for one) gives its value to the current key, which wins where both are there, and is dropped,
+    so a record logged or written back carries only the current key."""
+    out = {k: v for k, v in extra.items() if k not in _OLD_EXTRA_KEYS}
+    for old, new in _OLD_EXTRA_KEYS.items():
+        if old in extra:
+            out.setdefault(new, extra[old])
+    return out

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import TrialRecord
+from .records import EXAMPLES_RUN, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _int(x: Any) -> int:
 
 def trial_examples(record: TrialRecord) -> int | None:
     """lm-eval examples a trial ran (cache misses); None when its log line predates the count."""
-    value = record.extra.get("examples")
+    value = record.extra.get(EXAMPLES_RUN)
     return None if value is None else _int(value)
 
 

@@ -4,8 +4,8 @@ store's layout and rules, for machines that share an object store rather than a 
 Entries are uploaded under a temp name and moved into place (a single PUT on object stores, which
 those make atomic), and checked by digest on every read, as on disk. What an object store cannot do
 is changed: last uses are kept per process (a blob's recency is its upload time or this process's
-last read of it), there is no journal (so `verify` cannot report blobs that vanished, only damaged
-ones), and tokenizer folders are built in a local folder, uploaded with their manifest, and
+last read of it), the journal of blobs written and removed is a series of objects written whole
+(remote_journal.py), and tokenizer folders are built in a local folder, uploaded with their manifest, and
 downloaded (and checked) by other machines on first use. Needs the `[fsspec]` extra."""
 
 from __future__ import annotations
@@ -35,19 +35,10 @@ from .entries import (
     make_folder,
     record_name,
 )
+from .remote_journal import RemoteJournal, modified_time
 
 BLOB_SUFFIX = ".safetensors"
 RECORD_SUFFIX = ".rec"
-
-
-def _modified(info: Mapping[str, Any]) -> float:
-    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = info.get(field)
-        if isinstance(value, int | float):
-            return float(value)
-        if hasattr(value, "timestamp"):
-            return value.timestamp()
-    return 0.0
 
 
 class FsspecStore:
@@ -73,11 +64,13 @@ class FsspecStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.recovered: list[str] = []
         self._used: dict[str, float] = {}
+        self.journal = RemoteJournal(self.fs, self._path("journal"))
 
     def _path(self, *parts: str) -> str:
         return "/".join((self.base, *parts))
 
-    def _put(self, path: str, data: bytes) -> None:
+    def _put(self, path: str, data: bytes) -> bool:
+        """False when a concurrent gc removed the temp object: nothing stored, recomputed later."""
         parent, name = path.rsplit("/", 1)
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         self.fs.makedirs(parent, exist_ok=True)
@@ -85,7 +78,8 @@ class FsspecStore:
         try:
             self.fs.mv(tmp, path)
         except FileNotFoundError:
-            pass  # a concurrent gc removed the temp object: nothing stored, recomputed later
+            return False
+        return True
 
     def _get(self, path: str) -> bytes | None:
         try:
@@ -127,11 +121,14 @@ class FsspecStore:
 
     def write_blob(self, key: str, tensor: torch.Tensor) -> int:
         data = encode_blob(tensor)
-        self._put(self.blob_path(key), data)
+        if not self._put(self.blob_path(key), data):
+            return 0
         self._used[key] = time.time()
+        self.journal.note("+", [key])
         return len(data)
 
     def delete_blob(self, key: str) -> None:
+        self.journal.note("-", [key])  # first: a blob this process removed is never reported missing
         try:
             self.fs.rm_file(self.blob_path(key))
         except FileNotFoundError:
@@ -144,7 +141,7 @@ class FsspecStore:
     def blobs(self) -> Iterator[BlobEntry]:
         for path, info in self._find("blobs", BLOB_SUFFIX).items():
             key = path.rsplit("/", 1)[1].removesuffix(BLOB_SUFFIX)
-            yield BlobEntry(key, int(info.get("size", 0)), self._used.get(key, _modified(info)))
+            yield BlobEntry(key, int(info.get("size", 0)), self._used.get(key, modified_time(info)))
 
     # records
     def _record_path(self, kind: RecordKind, key: Any) -> str:
@@ -202,18 +199,21 @@ class FsspecStore:
     def verify(self, repair: bool = True) -> StoreCheck:
         checked: dict[str, int] = {}
         corrupted: list[tuple[str, str]] = []
-        blobs = self._find("blobs", BLOB_SUFFIX)
-        checked["blobs"] = len(blobs)
-        for path in blobs:
+        present = set()
+        for path in self._find("blobs", BLOB_SUFFIX):
             key = path.rsplit("/", 1)[1].removesuffix(BLOB_SUFFIX)
             data = self._get(path)
+            if data is None:
+                continue  # evicted by another process while we looked
+            present.add(key)
             try:
-                if data is not None:
-                    decode_blob(data)
+                decode_blob(data)
             except BadTensorFile:
                 corrupted.append(("blobs", key))
                 if repair:
                     self.delete_blob(key)
+        checked["blobs"] = len(present)
+        missing = sorted(set(self.journal.live()) - present)
         for kind in RECORD_KINDS:
             found = self._find(kind, RECORD_SUFFIX)
             checked[kind] = len(found)
@@ -248,7 +248,9 @@ class FsspecStore:
                         shutil.rmtree(folder, ignore_errors=True)
             checked[kind] = len(set(remote) | set(local))
             corrupted.extend((kind, key) for key in sorted(bad))
-        return StoreCheck(checked=checked, corrupted=tuple(corrupted))
+        if repair and missing:
+            self.journal.note("-", missing)
+        return StoreCheck(checked=checked, missing=tuple(missing), corrupted=tuple(corrupted))
 
     def gc(self) -> tuple[int, int]:
         removed = freed = 0
@@ -266,7 +268,9 @@ class FsspecStore:
                         continue
                     removed += 1
                     freed += int(info.get("size", 0))
+        blobs = {e.key for e in self.blobs()}
+        self.journal.compact(blobs.__contains__)
         return removed, freed
 
     def close(self) -> None:
-        pass
+        self.journal.close()
