@@ -89,7 +89,11 @@ def run_once(dirs: dict[str, Path], mode: str, tmp: Path, cold: bool) -> dict:
     graph.write_text(GRAPH.format(out=out, **dirs))
     if cold:
         evict(dirs)
-    env = {**os.environ, "PYTHONPATH": str(ROOT.parent), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT.parent),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(graph), str(cache), mode], env=env, capture_output=True, text=True
     )
@@ -103,7 +107,9 @@ def main() -> None:
     ap.add_argument("--size", default="300m", choices=["300m", "small", "tiny"])
     ap.add_argument("--work", type=Path, default=ROOT / "_work")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--cold", action="store_true", help="evict the weights from the page cache before each run")
+    ap.add_argument(
+        "--cold", action="store_true", help="evict the weights from the page cache before each run"
+    )
     args = ap.parse_args()
     dirs = make_triple(args.size, args.work)
     weights = sum((d / "model.safetensors").stat().st_size for d in dirs.values())

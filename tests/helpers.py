@@ -178,6 +178,23 @@ def assert_one_line_error(rc: int, err: list[str], node: str, *words: str) -> No
         assert w in err[0], (w, err)
 
 
+# TIES of a and b over base, saved: format with base, a, b (model folders) and out.
+TIES = """
+nodes:
+  base: {{op: load, path: {base}}}
+  a: {{op: load, path: {a}}}
+  b: {{op: load, path: {b}}}
+  merged:
+    op: merge
+    method: ties
+    base: base
+    models:
+      a: {{weight: 0.6, density: 0.5}}
+      b: {{weight: 0.4, density: 0.7}}
+  save: {{op: save, input: merged, path: {out}}}
+"""
+
+
 LINEAR = """
 vars:
   base: {base}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from bad_inputs.legacy_cache import to_legacy_layout
+from helpers import TIES as TIES_GRAPH
 from helpers import saved_tensors as tensors_of
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -171,21 +172,7 @@ def test_settings_from_the_graph_and_their_errors():
 
 # A real run on the cache ---------------------------------------------------------------------
 
-TIES = """
-cache: {{max_size: {budget}}}
-nodes:
-  base: {{op: load, path: {base}}}
-  a: {{op: load, path: {a}}}
-  b: {{op: load, path: {b}}}
-  merged:
-    op: merge
-    method: ties
-    base: base
-    models:
-      a: {{weight: 0.6, density: 0.5}}
-      b: {{weight: 0.4, density: 0.7}}
-  save: {{op: save, input: merged, path: {out}}}
-"""
+TIES = "cache: {{max_size: {budget}}}" + TIES_GRAPH
 
 
 def _same(x: dict, y: dict) -> bool:

@@ -10,26 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_llama
-from helpers import saved_tensors
+from helpers import TIES, saved_tensors
 
 from graphmerge.cache import Cache
 from graphmerge.io.folder import ModelFolder, file_key
 from graphmerge.runner import run_graph
-
-TIES = """
-nodes:
-  base: {{op: load, path: {base}}}
-  a: {{op: load, path: {a}}}
-  b: {{op: load, path: {b}}}
-  merged:
-    op: merge
-    method: ties
-    base: base
-    models:
-      a: {{weight: 0.6, density: 0.5}}
-      b: {{weight: 0.4, density: 0.7}}
-  out: {{op: save, input: merged, path: {out}}}
-"""
 
 
 def _bytes_read() -> int:
@@ -47,7 +32,9 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="need
 def triple(tmp_path_factory) -> dict[str, Path]:
     """Three ~14 MB Llamas: large enough that config and header reads are noise next to the weights."""
     root = tmp_path_factory.mktemp("triple")
-    return {n: make_llama(root / n, seed, hidden=256, vocab=4096) for seed, n in enumerate(["base", "a", "b"])}
+    return {
+        n: make_llama(root / n, seed, hidden=256, vocab=4096) for seed, n in enumerate(["base", "a", "b"])
+    }
 
 
 def _weights(models: dict[str, Path]) -> int:
@@ -67,7 +54,9 @@ def _run(tmp_path: Path, models: dict[str, Path], out: Path, cache: Path, **kw):
 
 
 def test_a_first_run_reads_each_source_once_and_keys_equal_hashed_ones(tmp_path, triple):
-    _run(tmp_path, _copy(triple, tmp_path / "warm"), tmp_path / "warm_out", tmp_path / "warm_cache")  # imports
+    _run(
+        tmp_path, _copy(triple, tmp_path / "warm"), tmp_path / "warm_out", tmp_path / "warm_cache"
+    )  # imports
     models = _copy(triple, tmp_path / "m")
     weights = _weights(models)
 

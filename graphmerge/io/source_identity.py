@@ -101,5 +101,7 @@ def source_identities(
                 out.update((n, known[n]) for n in names)
                 continue
             digests = open_files[key] = FileDigests(folder, f, known, memo)
-        out.update((n, digests.known[n] if digests.has(n) else SourceIdentity(digests, n)) for n in digests.names)
+        out.update(
+            (n, digests.known[n] if digests.has(n) else SourceIdentity(digests, n)) for n in digests.names
+        )
     return {n: out[n] for n in folder.tensor_names}
