@@ -101,23 +101,30 @@ class Float:
         _check_range(self.name, self.low, self.high, self.log, self.default, integer=False)
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """The bounds as ConfigSpace keeps them (rounded), which its values and ours lie within."""
+        return _rounded(float(self.low)), _rounded(float(self.high))
+
+    @property
     def default_value(self) -> float:
         if self.default is not None:
             return _rounded(float(self.default))
-        mid = _log_midpoint(self.low, self.high) if self.log else self.low + 0.5 * (self.high - self.low)
-        return _rounded(mid)
+        lo, hi = self.bounds
+        return _rounded(_log_midpoint(lo, hi) if self.log else lo + 0.5 * (hi - lo))
 
     def legal(self, value: Any) -> bool:
-        return _is_number(value) and self.low <= value <= self.high
+        lo, hi = self.bounds
+        return _is_number(value) and lo <= value <= hi
 
     def canonical(self, value: Any) -> float:
         return float(value)
 
     def sample(self, rng: Any) -> float:
+        lo, hi = self.bounds
         if self.log:
-            lo, hi = math.log(self.low), math.log(self.high)
+            lo, hi = math.log(lo), math.log(hi)
             return min(max(math.exp(lo + rng.random() * (hi - lo)), self.low), self.high)
-        return self.low + rng.random() * (self.high - self.low)
+        return min(lo + rng.random() * (hi - lo), hi)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,117 @@
+"""Search spaces that only the whole space shows to be wrong (a cycle of conditions, a forbidden
+default, a space whose every configuration is forbidden), fixed configs of the wrong kind, and a
+plugin strategy still returning a ConfigSpace space: each one `error:` line from `validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from case import Case, copy_tasks, graph_case, tiny_models, write
+
+GRAPH = """\
+nodes:
+  base: {op: load, path: base}
+  add: {op: load, path: add}
+  search:
+    op: optimize
+    base: base
+    models: [add]
+    space:
+      params:
+        d: {type: float, low: 0.2, high: 0.9}
+        a: {type: categorical, choices: [0, 1]}
+        b: {type: categorical, choices: [0, 1]}
+PARAMS      EXTRA
+    trial:
+      model:
+        op: merge
+        method: ties
+        base: base
+        models: {add: {weight: 1.0, density: ${params.d}}}
+    objectives: [{task: tiny_add, metric: exact_match}]
+    include_path: [tasks]
+    SEARCH
+    out: sout
+"""
+SMAC = "smac: {facade: hpo, n_trials: 2, max_budget: 5}"
+
+PLUGIN = """
+from ConfigSpace import ConfigurationSpace, Float
+from graphmerge.strategies import StrategySettings, strategy
+
+class OldSettings(StrategySettings):
+    pass
+
+@strategy("old_style", settings=OldSettings, build_space=lambda s, i: ConfigurationSpace({"w": (0.0, 1.0)}),
+          initial_configs=lambda s, i: [])
+def trial_nodes(config, settings, model_info):
+    return {"model": {"op": "merge", "method": "linear", "models": {m: {} for m in settings.models}}}
+"""
+
+PLUGIN_GRAPH = """\
+nodes:
+  base: {op: load, path: base}
+  add: {op: load, path: add}
+  search:
+    op: optimize
+    strategy: old_style
+    models: [base, add]
+    objectives: [{task: tiny_add, metric: exact_match}]
+    include_path: [tasks]
+    smac: {facade: hpo, n_trials: 2, max_budget: 5}
+    out: sout
+"""
+
+
+def _setup(root: Path) -> None:
+    tiny_models(root)
+    copy_tasks(root)
+
+
+def _plugin_setup(root: Path) -> None:
+    _setup(root)
+    write(root, "old_style.py", PLUGIN)
+
+
+def _graph(extra: str = "", search: str = SMAC, params: str = "") -> str:
+    return GRAPH.replace("PARAMS", params).replace("EXTRA", extra).replace("SEARCH", search)
+
+
+def _case(name: str, text: str, *mentions: str, **kw) -> Case:
+    return Case(name, graph_case(text, setup=_setup), mentions=("node 'search'", *mentions), **kw)
+
+
+CASES = [
+    _case(
+        "space_condition_cycle",
+        _graph(
+            "conditions: [{child: a, parent: b, equals: 1}, {child: b, parent: a, equals: 1}]",
+        ),
+        "space.conditions",
+        "cycle",
+        "a -> b -> a",
+    ),
+    _case(
+        "space_forbids_its_default",
+        _graph("forbidden: [{all: [{param: a, equals: 0}, {param: b, equals: 0}]}]"),
+        "space.forbidden[0]",
+        "default configuration",
+    ),
+    # Only the default (every switch 0) is allowed, one configuration in 2**20: validate's sample finds
+    # no other, where a search would spin.
+    _case(
+        "space_nearly_everything_forbidden",
+        _graph(
+            "forbidden: [" + ", ".join(f"{{param: s{i}, equals: 1}}" for i in range(20)) + "]",
+            params="".join(f"        s{i}: {{type: categorical, choices: [0, 1]}}\n" for i in range(20)),
+        ),
+        "forbidden",
+    ),
+    _case("config_bool_for_a_float", _graph(search="config: {d: true, a: 0, b: 1}"), "`d`", "True"),
+    _case("config_choice_of_the_wrong_kind", _graph(search="config: {d: 0.5, a: '1', b: 1}"), "`a`", "'1'"),
+    Case(
+        "plugin_strategy_returns_a_configspace_space",
+        graph_case(PLUGIN_GRAPH, "--plugin", "old_style.py", setup=_plugin_setup),
+        mentions=("old_style", "ConfigurationSpace", "SearchSpace", "graphmerge.search.space"),
+    ),
+]
