@@ -12,24 +12,10 @@ import hashlib
 import json
 from typing import Any
 
-from .space import (
-    AllOf,
-    Categorical,
-    Condition,
-    Constant,
-    Equals,
-    Float,
-    ForbidAll,
-    Forbidden,
-    ForbidEquals,
-    In,
-    Integer,
-    Param,
-    SearchSpace,
-)
+from . import space as sp
 
 
-def to_configspace(space: SearchSpace) -> Any:
+def to_configspace(space: sp.SearchSpace) -> Any:
     from ConfigSpace import ConfigurationSpace
 
     cs = ConfigurationSpace(seed=space.seed)
@@ -42,39 +28,39 @@ def to_configspace(space: SearchSpace) -> Any:
     return cs
 
 
-def _hyperparameter(p: Param) -> Any:
+def _hyperparameter(p: sp.Param) -> Any:
     import ConfigSpace as C
 
-    if isinstance(p, (Float, Integer)):
-        cls = C.Float if isinstance(p, Float) else C.Integer
+    if isinstance(p, (sp.Float, sp.Integer)):
+        cls = C.Float if isinstance(p, sp.Float) else C.Integer
         return cls(
             p.name, (p.low, p.high), log=p.log, **({} if p.default is None else {"default": p.default})
         )
-    if isinstance(p, Categorical):
+    if isinstance(p, sp.Categorical):
         return C.Categorical(p.name, list(p.choices), **({} if p.default is None else {"default": p.default}))
-    if isinstance(p, Constant):
+    if isinstance(p, sp.Constant):
         return C.Constant(p.name, p.value)
     extra = {} if p.default is None else {"default_value": p.default}
     return C.OrdinalHyperparameter(p.name, list(p.choices), **extra)
 
 
-def _condition(child: Any, condition: Condition, hps: dict[str, Any]) -> Any:
+def _condition(child: Any, condition: sp.Condition, hps: dict[str, Any]) -> Any:
     import ConfigSpace as C
 
-    if isinstance(condition, Equals):
+    if isinstance(condition, sp.Equals):
         return C.EqualsCondition(child, hps[condition.parent], condition.value)
-    if isinstance(condition, In):
+    if isinstance(condition, sp.In):
         return C.InCondition(child, hps[condition.parent], list(condition.values))
     parts = [_condition(child, c, hps) for c in condition.parts]
-    return C.AndConjunction(*parts) if isinstance(condition, AllOf) else C.OrConjunction(*parts)
+    return C.AndConjunction(*parts) if isinstance(condition, sp.AllOf) else C.OrConjunction(*parts)
 
 
-def _forbidden(forbidden: Forbidden, hps: dict[str, Any]) -> Any:
+def _forbidden(forbidden: sp.Forbidden, hps: dict[str, Any]) -> Any:
     import ConfigSpace as C
 
-    if isinstance(forbidden, ForbidAll):
+    if isinstance(forbidden, sp.ForbidAll):
         return C.ForbiddenAndConjunction(*(_forbidden(c, hps) for c in forbidden.clauses))
-    if isinstance(forbidden, ForbidEquals):
+    if isinstance(forbidden, sp.ForbidEquals):
         return C.ForbiddenEqualsClause(hps[forbidden.param], forbidden.value)
     return C.ForbiddenInClause(hps[forbidden.param], list(forbidden.values))
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from graphmerge.errors import SpecError
 
@@ -82,23 +82,35 @@ def _check_range(name: str, low: Any, high: Any, log: bool, default: Any, intege
         raise SpaceError(f"`default` {default} is outside [{low}, {high}]")
 
 
-def _log_midpoint(low: float, high: float) -> float:
-    return math.exp(math.log(low) + 0.5 * (math.log(high) - math.log(low)))
-
-
 @dataclass(frozen=True)
-class Float:
-    """A real number in [low, high], sampled uniformly (on a log scale with `log`). Default: the
-    midpoint (geometric with `log`)."""
-
+class _Range:
     name: str
     low: float
     high: float
     log: bool = False
     default: float | None = None
+    integer: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _check_range(self.name, self.low, self.high, self.log, self.default, integer=False)
+        _check_range(self.name, self.low, self.high, self.log, self.default, integer=self.integer)
+
+    def _midpoint(self, lo: float, hi: float) -> float:
+        if self.log:
+            return math.exp(math.log(lo) + 0.5 * (math.log(hi) - math.log(lo)))
+        return lo + 0.5 * (hi - lo)
+
+    def _draw(self, rng: Any, lo: float, hi: float) -> float:
+        """Uniform in [lo, hi], on a log scale with `log`."""
+        if self.log:
+            lo, hi = math.log(lo), math.log(hi)
+            return math.exp(lo + rng.random() * (hi - lo))
+        return lo + rng.random() * (hi - lo)
+
+
+@dataclass(frozen=True)
+class Float(_Range):
+    """A real number in [low, high], sampled uniformly (on a log scale with `log`). Default: the
+    midpoint (geometric with `log`)."""
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -109,8 +121,7 @@ class Float:
     def default_value(self) -> float:
         if self.default is not None:
             return _rounded(float(self.default))
-        lo, hi = self.bounds
-        return _rounded(_log_midpoint(lo, hi) if self.log else lo + 0.5 * (hi - lo))
+        return _rounded(self._midpoint(*self.bounds))
 
     def legal(self, value: Any) -> bool:
         lo, hi = self.bounds
@@ -121,32 +132,19 @@ class Float:
 
     def sample(self, rng: Any) -> float:
         lo, hi = self.bounds
-        if self.log:
-            lo, hi = math.log(lo), math.log(hi)
-            return min(max(math.exp(lo + rng.random() * (hi - lo)), self.low), self.high)
-        return min(lo + rng.random() * (hi - lo), hi)
+        return min(max(self._draw(rng, lo, hi), lo), hi)
 
 
 @dataclass(frozen=True)
-class Integer:
+class Integer(_Range):
     """An integer in [low, high], sampled uniformly (on a log scale with `log`). Default: the rounded
     midpoint (geometric with `log`)."""
 
-    name: str
-    low: int
-    high: int
-    log: bool = False
-    default: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_range(self.name, self.low, self.high, self.log, self.default, integer=True)
+    integer: ClassVar[bool] = True
 
     @property
     def default_value(self) -> int:
-        if self.default is not None:
-            return int(self.default)
-        mid = _log_midpoint(self.low, self.high) if self.log else self.low + 0.5 * (self.high - self.low)
-        return int(round(mid))
+        return int(self.default) if self.default is not None else round(self._midpoint(self.low, self.high))
 
     def legal(self, value: Any) -> bool:
         return (
@@ -160,10 +158,11 @@ class Integer:
         return int(value)
 
     def sample(self, rng: Any) -> int:
-        if self.log:
-            lo, hi = math.log(self.low - 0.5 + 1e-9), math.log(self.high + 0.5 - 1e-9)
-            return min(max(round(math.exp(lo + rng.random() * (hi - lo))), self.low), self.high)
-        return rng.randint(self.low, self.high)
+        if not self.log:
+            return rng.randint(int(self.low), int(self.high))
+        # Each integer owns the stretch of the log scale that rounds to it.
+        drawn = round(self._draw(rng, self.low - 0.5 + 1e-9, self.high + 0.5 - 1e-9))
+        return min(max(drawn, int(self.low)), int(self.high))
 
 
 def _check_choices(name: str, choices: tuple, default: Any) -> None:

@@ -6,37 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from case import Case, copy_tasks, graph_case, tiny_models, write
+from case import Case, graph_case, write
+from cases_spaces import SMAC, SPACE, _setup
+from cases_spaces import _graph as spaces_graph
 
-GRAPH = """\
-nodes:
-  base: {op: load, path: base}
-  add: {op: load, path: add}
-  search:
-    op: optimize
-    base: base
-    models: [add]
-    space:
-      params:
-        d: {type: float, low: 0.2, high: 0.9}
-        a: {type: categorical, choices: [0, 1]}
-        b: {type: categorical, choices: [0, 1]}
-PARAMS      EXTRA
-    trial:
-      model:
-        op: merge
-        method: ties
-        base: base
-        models: {add: {weight: 1.0, density: ${params.d}}}
-    objectives: [{task: tiny_add, metric: exact_match}]
-    include_path: [tasks]
-    SEARCH
-    out: sout
-"""
-SMAC = "smac: {facade: hpo, n_trials: 2, max_budget: 5}"
+# cases_spaces' search, its one-parameter space swapped for this one (flow style: one YAML line).
+PARAMS = "d: {type: float, low: 0.2, high: 0.9}, a: {type: categorical, choices: [0, 1]}, b: {type: categorical, choices: [0, 1]}"
 
 PLUGIN = """
-from ConfigSpace import ConfigurationSpace, Float
+from ConfigSpace import ConfigurationSpace
 from graphmerge.strategies import StrategySettings, strategy
 
 class OldSettings(StrategySettings):
@@ -63,18 +41,14 @@ nodes:
 """
 
 
-def _setup(root: Path) -> None:
-    tiny_models(root)
-    copy_tasks(root)
-
-
 def _plugin_setup(root: Path) -> None:
     _setup(root)
     write(root, "old_style.py", PLUGIN)
 
 
 def _graph(extra: str = "", search: str = SMAC, params: str = "") -> str:
-    return GRAPH.replace("PARAMS", params).replace("EXTRA", extra).replace("SEARCH", search)
+    space = "space: {params: {" + PARAMS + params + "}" + (", " + extra if extra else "") + "}"
+    return spaces_graph(search=search, replace=("space: {params: " + SPACE + "}", space))
 
 
 def _case(name: str, text: str, *mentions: str, **kw) -> Case:
@@ -103,7 +77,7 @@ CASES = [
         "space_nearly_everything_forbidden",
         _graph(
             "forbidden: [" + ", ".join(f"{{param: s{i}, equals: 1}}" for i in range(20)) + "]",
-            params="".join(f"        s{i}: {{type: categorical, choices: [0, 1]}}\n" for i in range(20)),
+            params="".join(f", s{i}: {{type: categorical, choices: [0, 1]}}" for i in range(20)),
         ),
         "forbidden",
     ),
