@@ -48,9 +48,9 @@ def _condition(child: Any, condition: sp.Condition, hps: dict[str, Any]) -> Any:
     import ConfigSpace as C
 
     if isinstance(condition, sp.Equals):
-        return C.EqualsCondition(child, hps[condition.parent], condition.value)
+        return C.EqualsCondition(child, hps[condition.param], condition.value)
     if isinstance(condition, sp.In):
-        return C.InCondition(child, hps[condition.parent], list(condition.values))
+        return C.InCondition(child, hps[condition.param], list(condition.values))
     parts = [_condition(child, c, hps) for c in condition.parts]
     return C.AndConjunction(*parts) if isinstance(condition, sp.AllOf) else C.OrConjunction(*parts)
 
@@ -58,9 +58,9 @@ def _condition(child: Any, condition: sp.Condition, hps: dict[str, Any]) -> Any:
 def _forbidden(forbidden: sp.Forbidden, hps: dict[str, Any]) -> Any:
     import ConfigSpace as C
 
-    if isinstance(forbidden, sp.ForbidAll):
-        return C.ForbiddenAndConjunction(*(_forbidden(c, hps) for c in forbidden.clauses))
-    if isinstance(forbidden, sp.ForbidEquals):
+    if isinstance(forbidden, sp.AllOf):
+        return C.ForbiddenAndConjunction(*(_forbidden(c, hps) for c in forbidden.parts))
+    if isinstance(forbidden, sp.Equals):
         return C.ForbiddenEqualsClause(hps[forbidden.param], forbidden.value)
     return C.ForbiddenInClause(hps[forbidden.param], list(forbidden.values))
 

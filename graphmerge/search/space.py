@@ -247,19 +247,20 @@ def check_value(param: Param, value: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Conditions (when a parameter is active) and forbidden clauses
+# Tests on values: conditions (when a parameter is active) and forbidden combinations are both built from
+# them. A test on an inactive parameter never holds.
 # ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Equals:
-    """Active when `parent` is active and equals `value`."""
+    """Holds when `param` is active and equals `value`."""
 
-    parent: str
+    param: str
     value: Scalar
 
-    def holds(self, active: Mapping[str, Any]) -> bool:
-        return self.parent in active and _same(active[self.parent], self.value)
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        return self.param in config and _same(config[self.param], self.value)
 
     def leaves(self) -> Iterator[Equals | In]:
         yield self
@@ -267,9 +268,9 @@ class Equals:
 
 @dataclass(frozen=True)
 class In:
-    """Active when `parent` is active and is one of `values`."""
+    """Holds when `param` is active and is one of `values`."""
 
-    parent: str
+    param: str
     values: tuple[Scalar, ...]
 
     def __post_init__(self) -> None:
@@ -277,21 +278,21 @@ class In:
         if not self.values:
             raise SpaceError("`in` must be a non-empty list", part="conditions")
 
-    def holds(self, active: Mapping[str, Any]) -> bool:
-        return self.parent in active and any(_same(active[self.parent], v) for v in self.values)
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        return self.param in config and any(_same(config[self.param], v) for v in self.values)
 
     def leaves(self) -> Iterator[Equals | In]:
         yield self
 
 
 @dataclass(frozen=True)
-class AllOf:
-    """Active when every part holds."""
-
+class _Combined:
     parts: tuple[Condition, ...]
 
-    def holds(self, active: Mapping[str, Any]) -> bool:
-        return all(p.holds(active) for p in self.parts)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if not self.parts:
+            raise SpaceError(f"{type(self).__name__} needs at least one part", part="conditions")
 
     def leaves(self) -> Iterator[Equals | In]:
         for p in self.parts:
@@ -299,90 +300,56 @@ class AllOf:
 
 
 @dataclass(frozen=True)
-class AnyOf:
-    """Active when at least one part holds."""
+class AllOf(_Combined):
+    """Holds when every part holds (as a forbidden entry: the combination of its tests is forbidden)."""
 
-    parts: tuple[Condition, ...]
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        return all(p.holds(config) for p in self.parts)
 
-    def holds(self, active: Mapping[str, Any]) -> bool:
-        return any(p.holds(active) for p in self.parts)
 
-    def leaves(self) -> Iterator[Equals | In]:
-        for p in self.parts:
-            yield from p.leaves()
+@dataclass(frozen=True)
+class AnyOf(_Combined):
+    """Holds when at least one part holds (conditions only)."""
+
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        return any(p.holds(config) for p in self.parts)
 
 
 Condition = Equals | In | AllOf | AnyOf
+# A forbidden entry: one test, or AllOf tests (no nesting, as ConfigSpace's forbidden clauses).
+Forbidden = Equals | In | AllOf
 
 
-@dataclass(frozen=True)
-class ForbidEquals:
-    """Matches a configuration where `param` is active and equals `value`."""
-
-    param: str
-    value: Scalar
-
-    def matches(self, config: Mapping[str, Any]) -> bool:
-        return self.param in config and _same(config[self.param], self.value)
+def _values(leaf: Equals | In) -> tuple[Scalar, ...]:
+    return (leaf.value,) if isinstance(leaf, Equals) else leaf.values
 
 
-@dataclass(frozen=True)
-class ForbidIn:
-    """Matches a configuration where `param` is active and is one of `values`."""
-
-    param: str
-    values: tuple[Scalar, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "values", tuple(self.values))
-        if not self.values:
-            raise SpaceError("`in` must be a non-empty list", part="forbidden")
-
-    def matches(self, config: Mapping[str, Any]) -> bool:
-        return self.param in config and any(_same(config[self.param], v) for v in self.values)
-
-
-@dataclass(frozen=True)
-class ForbidAll:
-    """Matches when every clause matches: the combination is forbidden."""
-
-    clauses: tuple[ForbidEquals | ForbidIn, ...]
-
-    def matches(self, config: Mapping[str, Any]) -> bool:
-        return all(c.matches(config) for c in self.clauses)
-
-
-Forbidden = ForbidEquals | ForbidIn | ForbidAll
+def _check_leaves(params: Mapping[str, Param], leaves: Iterator[Equals | In], part: str) -> None:
+    for leaf in leaves:
+        if leaf.param not in params:
+            raise SpaceError(f"unknown parameter {leaf.param!r}", part=part)
+        for value in _values(leaf):
+            try:
+                check_value(params[leaf.param], value)
+            except SpaceError as e:
+                raise SpaceError(str(e), part=part) from None
 
 
 def check_condition(params: Mapping[str, Param], child: str, condition: Condition) -> None:
-    """The rules one child's condition must follow (the parameters it names exist, its values are legal)."""
+    """The rules one child's condition follows: the parameters it names exist, its values are legal."""
     if child not in params:
         raise SpaceError(f"a condition names unknown parameter {child!r}", part="conditions")
-    for leaf in condition.leaves():
-        if leaf.parent not in params:
-            raise SpaceError(f"a condition names unknown parameter {leaf.parent!r}", part="conditions")
-        if leaf.parent == child:
-            raise SpaceError("a parameter cannot be conditioned on itself", part="conditions")
-        for value in (leaf.value,) if isinstance(leaf, Equals) else leaf.values:
-            try:
-                check_value(params[leaf.parent], value)
-            except SpaceError as e:
-                raise SpaceError(str(e), part="conditions") from None
+    if any(leaf.param == child for leaf in condition.leaves()):
+        raise SpaceError("a parameter cannot be conditioned on itself", part="conditions")
+    _check_leaves(params, condition.leaves(), "conditions")
 
 
 def check_forbidden(params: Mapping[str, Param], forbidden: Forbidden) -> None:
-    clauses = forbidden.clauses if isinstance(forbidden, ForbidAll) else (forbidden,)
-    if not clauses:
-        raise SpaceError("`all` must be a non-empty list of {param, equals|in}", part="forbidden")
-    for clause in clauses:
-        if clause.param not in params:
-            raise SpaceError(f"a forbidden clause names unknown parameter {clause.param!r}", part="forbidden")
-        for value in (clause.value,) if isinstance(clause, ForbidEquals) else clause.values:
-            try:
-                check_value(params[clause.param], value)
-            except SpaceError as e:
-                raise SpaceError(str(e), part="forbidden") from None
+    if isinstance(forbidden, AllOf) and not all(isinstance(p, (Equals, In)) for p in forbidden.parts):
+        raise SpaceError("a forbidden AllOf combines single tests (Equals, In) only", part="forbidden")
+    if not isinstance(forbidden, (Equals, In, AllOf)):
+        raise SpaceError(f"{forbidden!r} is not a forbidden entry", part="forbidden")
+    _check_leaves(params, forbidden.leaves(), "forbidden")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,7 +390,7 @@ class SearchSpace:
                 raise SpaceError(str(e), part="forbidden", index=i) from None
         default = self.default_config()  # SMAC starts from it, so it must be allowed
         for i, forbidden in enumerate(self.forbidden):
-            if forbidden.matches(default):
+            if forbidden.holds(default):
                 raise SpaceError(
                     f"the default configuration {default} is forbidden by this clause",
                     part="forbidden",
@@ -461,7 +428,7 @@ class SearchSpace:
                 raise SpaceError(f"the conditions form a cycle: {cycle}", part="conditions")
             state[name] = 1
             condition = self.conditions.get(name)
-            for parent in dict.fromkeys(leaf.parent for leaf in condition.leaves()) if condition else ():
+            for parent in dict.fromkeys(leaf.param for leaf in condition.leaves()) if condition else ():
                 visit(parent, (*path, name))
             state[name] = 2
             order.append(name)
@@ -493,7 +460,7 @@ class SearchSpace:
         return dict(sorted(active.items()))
 
     def forbids(self, config: Mapping[str, Any]) -> Forbidden | None:
-        return next((f for f in self.forbidden if f.matches(config)), None)
+        return next((f for f in self.forbidden if f.holds(config)), None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -557,11 +524,11 @@ def _describe(item: Any) -> str:
         return f"one of {list(item.choices)}"
     if isinstance(item, Constant):
         return f"the constant {item.value!r}"
-    if isinstance(item, ForbidEquals):
+    if isinstance(item, Equals):
         return f"{item.param} == {item.value!r}"
-    if isinstance(item, ForbidIn):
+    if isinstance(item, In):
         return f"{item.param} in {list(item.values)}"
-    return " and ".join(_describe(c) for c in item.clauses)
+    return " and ".join(_describe(c) for c in item.parts)
 
 
 def space_fingerprint(space: SearchSpace) -> str:

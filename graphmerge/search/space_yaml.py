@@ -20,10 +20,7 @@ from .space import (
     Constant,
     Equals,
     Float,
-    ForbidAll,
     Forbidden,
-    ForbidEquals,
-    ForbidIn,
     In,
     Integer,
     Ordinal,
@@ -167,7 +164,7 @@ def _forbidden(forb: Any, params: Mapping[str, Param], where: str) -> Forbidden:
         raise SpecError(f"unknown key(s) {sorted(set(forb) - {'all'})} next to `all`", where=where)
     if not isinstance(clauses, list) or not clauses:
         raise SpecError("`all` must be a non-empty list of {param, equals|in}", where=where)
-    built: list[ForbidEquals | ForbidIn] = []
+    built: list[Equals | In] = []
     for j, cl in enumerate(clauses):
         w = f"{where}.all[{j}]" if "all" in forb else where
         if not isinstance(cl, Mapping):
@@ -177,7 +174,7 @@ def _forbidden(forb: Any, params: Mapping[str, Param], where: str) -> Forbidden:
             raise SpecError(f"unknown key(s) {sorted(unknown)}", where=w, fix="allowed: param, equals, in")
         param = _lookup(cl.get("param"), params, w, "param")
         kind, value = _exactly_one(cl, w)
-        clause = ForbidEquals(param, value) if kind == "equals" else ForbidIn(param, value)
+        clause = Equals(param, value) if kind == "equals" else In(param, value)
         _at(w, lambda clause=clause: check_forbidden(params, clause))
         built.append(clause)
-    return built[0] if len(built) == 1 else ForbidAll(tuple(built))
+    return built[0] if len(built) == 1 else AllOf(tuple(built))

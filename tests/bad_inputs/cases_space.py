@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from case import Case, graph_case, write
+from cases_registration import SEARCH
 from cases_spaces import SMAC, SPACE, _setup
 from cases_spaces import _graph as spaces_graph
 
@@ -24,20 +25,6 @@ class OldSettings(StrategySettings):
           initial_configs=lambda s, i: [])
 def trial_nodes(config, settings, model_info):
     return {"model": {"op": "merge", "method": "linear", "models": {m: {} for m in settings.models}}}
-"""
-
-PLUGIN_GRAPH = """\
-nodes:
-  base: {op: load, path: base}
-  add: {op: load, path: add}
-  search:
-    op: optimize
-    strategy: old_style
-    models: [base, add]
-    objectives: [{task: tiny_add, metric: exact_match}]
-    include_path: [tasks]
-    smac: {facade: hpo, n_trials: 2, max_budget: 5}
-    out: sout
 """
 
 
@@ -85,7 +72,7 @@ CASES = [
     _case("config_choice_of_the_wrong_kind", _graph(search="config: {d: 0.5, a: '1', b: 1}"), "`a`", "'1'"),
     Case(
         "plugin_strategy_returns_a_configspace_space",
-        graph_case(PLUGIN_GRAPH, "--plugin", "old_style.py", setup=_plugin_setup),
+        graph_case(SEARCH.replace("STRATEGY", "old_style"), "--plugin", "old_style.py", setup=_plugin_setup),
         mentions=("old_style", "ConfigurationSpace", "SearchSpace", "graphmerge.search.space"),
     ),
 ]
