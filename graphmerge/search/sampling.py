@@ -27,13 +27,9 @@ def sample_configs(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]
 
 def _draw(space: SearchSpace, rng: random.Random) -> dict[str, Any]:
     for _ in range(MAX_DRAWS):
-        active: dict[str, Any] = {}
-        for name in space.order:
-            condition = space.conditions.get(name)
-            if condition is None or condition.holds(active):
-                active[name] = space[name].sample(rng)
-        if space.forbids(active) is None:
-            return dict(sorted(active.items()))
+        config = space.resolve(lambda name: space[name].sample(rng))
+        if space.forbids(config) is None:
+            return config
     raise SpecError(
         f"{MAX_DRAWS} random configurations in a row were forbidden",
         where="search space",

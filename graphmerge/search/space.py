@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -441,23 +441,18 @@ class SearchSpace:
     def order(self) -> tuple[str, ...]:
         return self._order  # type: ignore[attr-defined]
 
-    def active_names(self, values: Mapping[str, Any]) -> list[str]:
-        """The parameters active when the others take `values` (parents first)."""
+    def resolve(self, value_of: Callable[[str], Any]) -> dict[str, Any]:
+        """The active parameters, each with `value_of(name)`, deciding parents first; sorted by name."""
         active: dict[str, Any] = {}
         for name in self.order:
             condition = self.conditions.get(name)
             if condition is None or condition.holds(active):
-                active[name] = values.get(name)
-        return list(active)
+                active[name] = value_of(name)
+        return dict(sorted(active.items()))
 
     def default_config(self) -> dict[str, Any]:
-        """Every active parameter at its default, sorted by name."""
-        active: dict[str, Any] = {}
-        for name in self.order:
-            condition = self.conditions.get(name)
-            if condition is None or condition.holds(active):
-                active[name] = self[name].default_value
-        return dict(sorted(active.items()))
+        """Every active parameter at its default."""
+        return self.resolve(lambda name: self[name].default_value)
 
     def forbids(self, config: Mapping[str, Any]) -> Forbidden | None:
         return next((f for f in self.forbidden if f.holds(config)), None)
@@ -504,15 +499,15 @@ def validate_config(
         if not param.legal(value):
             raise SpecError(f"value {value!r} is not legal for `{key}` ({_describe(param)})", where=where)
         values[str(key)] = param.canonical(value)
-    active: dict[str, Any] = {}
-    for name in space.active_names(values):
-        if name not in values:
+    missing = object()
+    active = space.resolve(lambda name: values.get(name, missing))
+    for name, value in active.items():
+        if value is missing:
             raise SpecError(f"missing value for active parameter `{name}`", where=where)
-        active[name] = values[name]
     clause = space.forbids(active)
     if clause is not None:
         raise SpecError(f"config is not allowed by the space: forbidden by {_describe(clause)}", where=where)
-    return dict(sorted(active.items()))
+    return active
 
 
 def _describe(item: Any) -> str:
