@@ -2,6 +2,7 @@
 
     python bench/startup.py                      # this checkout
     python bench/startup.py --compare OTHER_SRC  # also another source tree, interleaved run by run
+    python bench/startup.py --searches           # `validate` of every shipped search graph instead
 
 Prints the median and minimum wall time of each command over --repeat runs, its median CPU time
 (user + system, of the process and its children), and the load average. On a shared machine wall
@@ -26,8 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _commands(src: Path, work: Path) -> list[tuple[str, list[str], bool]]:
+def _commands(src: Path, work: Path, searches: bool = False) -> list[tuple[str, list[str], bool]]:
     """(label, CLI arguments, whether the cache is emptied before each run)."""
+    if searches:  # the graphs of this checkout, looked up in each tree
+        names = sorted(p.name for p in (REPO / "graphs").glob("*search*.yaml"))
+        return [(f"validate {n}", ["validate", str(src / "graphs" / n)], False) for n in names]
     ties = ["run", str(src / "graphs/ties.yaml"), "--no-progress", "--set", f"out={work / 'ties'}"]
     return [
         ("--help", ["--help"], False),
@@ -65,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compare", type=Path, default=None, help="another graphmerge source tree")
+    ap.add_argument("--searches", action="store_true", help="time `validate` of every shipped search graph")
     args = ap.parse_args()
     trees = {"this": REPO} | ({"other": args.compare.resolve()} if args.compare else {})
     times: dict[tuple[str, str], list[float]] = {}
@@ -74,11 +79,11 @@ def main() -> None:
         works = {name: Path(tmp) / name for name in trees}
         for w in works.values():
             w.mkdir()
-        labels = [label for label, _, _ in _commands(REPO, Path(tmp))]
+        labels = [label for label, _, _ in _commands(REPO, Path(tmp), args.searches)]
         for _ in range(args.repeat):
             for i, label in enumerate(labels):
                 for name, src in trees.items():  # interleaved: both trees see the same load
-                    _, argv, fresh = _commands(src, works[name])[i]
+                    _, argv, fresh = _commands(src, works[name], args.searches)[i]
                     wall, used = _time_once(src, works[name], argv, fresh)
                     times.setdefault((label, name), []).append(wall)
                     cpu.setdefault((label, name), []).append(used)

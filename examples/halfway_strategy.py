@@ -4,8 +4,7 @@ graphmerge validate examples/halfway.yaml --plugin examples/halfway_strategy.py
 graphmerge run examples/halfway.yaml --plugin examples/halfway_strategy.py
 """
 
-from ConfigSpace import ConfigurationSpace, Float
-
+from graphmerge.search.space import Float, SearchSpace
 from graphmerge.strategies import StrategySettings, strategy
 
 
@@ -14,7 +13,7 @@ class HalfwaySettings(StrategySettings):
 
 
 def build_space(settings, model_info):
-    return ConfigurationSpace(seed=0, space={"w": Float("w", (0.0, 1.0), default=0.5)})
+    return SearchSpace((Float("w", 0.0, 1.0, default=0.5),))
 
 
 def initial_configs(settings, model_info):

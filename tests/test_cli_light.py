@@ -78,8 +78,8 @@ def test_validate_of_a_merge_imports_no_extra_and_no_torch(tmp_path):
 
 
 def test_validate_of_a_search_imports_no_torch_lm_eval_or_smac(tmp_path):
-    """The search's tasks are found in its include_path YAMLs without lm-eval. (ConfigSpace stays:
-    validate samples the strategy's space to plan trial graphs.)"""
+    """The search's tasks are found in its include_path YAMLs without lm-eval. (Nor ConfigSpace:
+    tests/test_validate_search_light.py.)"""
     code, modules = _imports(tmp_path, "validate", str(REPO / "graphs/dis_search.yaml"))
     assert code == 0
     heavy = ("torch", "transformers", "safetensors", "lm_eval", "smac", "datasets", "dask", "matplotlib")

@@ -309,6 +309,7 @@ def test_log_written_before_versions_were_recorded_is_accepted(tmp_path):
     """Older logs put SMAC's version into the fingerprint; the same search still opens them."""
     from importlib.metadata import version
 
+    from graphmerge.search.configspace import legacy_space_fingerprint, to_configspace
     from graphmerge.search.driver import _fingerprint
 
     space = build_space(SPACE)
@@ -317,7 +318,9 @@ def test_log_written_before_versions_were_recorded_is_accepted(tmp_path):
     lines = (tmp_path / LOG_NAME).read_text().splitlines()
     header = json.loads(lines[0])
     del header["libraries"]
-    header["fingerprint"] = _fingerprint(space, settings, [], smac_version=version("smac"))
+    # Those logs also hashed the space through ConfigSpace's serialisation.
+    legacy_space = legacy_space_fingerprint(to_configspace(space))
+    header["fingerprint"] = _fingerprint(legacy_space, settings, [], smac_version=version("smac"))
     (tmp_path / LOG_NAME).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     calls = Counting(quadratic)
     again = run_search(space, calls, settings, tmp_path, on_trial=lambda r, b: None, write_reports=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphmerge.errors import SpecError
+from graphmerge.search.sampling import sample_configs
 from graphmerge.strategies import STRATEGIES, ModelInfo, get_strategy, parse_settings
 from graphmerge.strategies import dis as dis_mod
 from graphmerge.strategies import prune as prune_mod
@@ -19,7 +20,7 @@ def space_and_settings(name, **settings):
 
 
 def sample(cs, n=10):
-    return [dict(c) for c in cs.sample_configuration(n)]
+    return sample_configs(cs, n, seed=0)
 
 
 def test_registry():
@@ -107,7 +108,7 @@ def test_lfs_mo_shares_lfs():
     cs_lfs, s = space_and_settings("lfs", layer_granularity=4)
     cs_mo, s_mo = space_and_settings("lfs_mo", layer_granularity=4)
     assert list(cs_lfs.keys()) == list(cs_mo.keys())
-    cfg = dict(cs_lfs.sample_configuration())
+    cfg = sample_configs(cs_lfs, 1, seed=0)[0]
     assert get_strategy("lfs").trial_nodes(cfg, s, INFO) == get_strategy("lfs_mo").trial_nodes(
         cfg, s_mo, INFO
     )

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from graphmerge.errors import SpecError
 from graphmerge.runner import run_graph
+from graphmerge.search.sampling import sample_configs
 from graphmerge.spec import build_graph
 from graphmerge.strategies import ModelInfo, get_strategy, parse_settings
 
@@ -44,7 +45,7 @@ def test_new_method_parameters_are_conditional():
             assert {f"g{g}_{p}_{m}_lambda" for p in ("attn", "mlp", "other")} <= names
         assert f"g{g}_iso_cts_common_fraction" in names and f"g{g}_attn_regmean_alpha" in names
         assert not any(k.startswith(f"g{g}_") and "fisher" in k for k in names)  # nothing to search
-    for cfg in (dict(c) for c in cs.sample_configuration(30)):
+    for cfg in sample_configs(cs, 30, seed=0):
         for g in range(2):
             method = cfg[f"g{g}_method"]
             active = [k for k in cfg if k.startswith(f"g{g}_") and k != f"g{g}_method"]
@@ -55,7 +56,7 @@ def test_new_method_parameters_are_conditional():
 def test_trial_nodes_of_each_new_method_build_a_valid_graph(method):
     s = settings()
     cs = get_strategy("lfs").build_space(s, INFO)
-    cfg = next(dict(c) for c in cs.sample_configuration(200) if dict(c)["g0_method"] == method)
+    cfg = next(c for c in sample_configs(cs, 200, seed=0) if c["g0_method"] == method)
     nodes = get_strategy("lfs").trial_nodes(cfg, s, INFO)
     spec = nodes["model"]["slices"][0]["merge"]
     assert spec["method"] == method

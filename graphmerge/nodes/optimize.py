@@ -28,7 +28,7 @@ def search_state(ctx: RunContext, params: OptimizeParams, inputs: Mapping[str, A
     out_dir = params.out_dir(ctx.graph.dir, ctx.node_name)
     trials = 0
     try:
-        # search.trial_log.LOG_NAME, spelled out: importing graphmerge.search imports ConfigSpace
+        # search.trial_log.LOG_NAME, spelled out: viz need not import the search package
         for line in (out_dir / "trial_log.jsonl").read_text().splitlines():
             try:
                 trials += json.loads(line).get("type") == "trial"

@@ -37,10 +37,10 @@ def substitute_params(
     """`${params.NAME}` and `${budget}` replaced in a trial template. A reference to an inactive
     conditional parameter (or to the budget when there is none) drops the entry that holds it; `known`
     (the space's parameter names) makes any other `params.` name an error instead of an inactive one."""
-    from graphmerge.search.space import plain
+    from graphmerge.search.space import python_scalar
 
     known_set = set(known) if known is not None else None
-    values: dict[str, Any] = {f"params.{k}": plain(v) for k, v in config.items()}
+    values: dict[str, Any] = {f"params.{k}": python_scalar(v) for k, v in config.items()}
     if budget is not None:
         values["budget"] = budget
 
@@ -62,7 +62,7 @@ def substitute_params(
 
 
 def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int) -> SearchProblem:
-    from graphmerge.search import build_space
+    from graphmerge.search.space_yaml import build_space
     from graphmerge.strategies import ModelInfo, get_strategy, parse_settings
 
     if params.strategy is not None:
@@ -74,7 +74,7 @@ def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int
             where="optimize.settings",
         )
         return SearchProblem(
-            space=strategy.build_space(settings, info),
+            space=strategy_space(strategy, settings, info),
             make_nodes=lambda config, limit: strategy.trial_nodes(config, settings, info),
             initial_configs=strategy.initial_configs(settings, info),
             is_feasible=lambda config: strategy.is_feasible(config, settings, info),
@@ -92,21 +92,35 @@ def build_problem(params: OptimizeParams, models: Mapping[str, Model], seed: int
     )
 
 
+def strategy_space(strategy: Any, settings: Any, info: Any) -> Any:
+    """The strategy's space, which must be a SearchSpace (a plugin written against ConfigSpace gets one
+    error that says what to return instead)."""
+    from graphmerge.search.space import SearchSpace
+
+    space = strategy.build_space(settings, info)
+    if not isinstance(space, SearchSpace):
+        raise SpecError(
+            f"strategy '{strategy.name}': build_space returned {type(space).__name__}, not a SearchSpace",
+            where="optimize.strategy",
+            fix="build it from graphmerge.search.space (Float, Integer, Categorical, ... and SearchSpace)",
+        )
+    return space
+
+
 # Configurations a check plans besides the default and the strategy's initial ones: a seeded sample,
 # so a space whose corners a merge method rejects is caught before the search, not at trial 37.
 CHECK_SAMPLES = 8
 
 
 def configs_to_check(params: OptimizeParams, problem: SearchProblem, seed: int) -> list[dict[str, Any]]:
-    from graphmerge.search import config_to_dict, validate_config
+    from graphmerge.search.sampling import sample_configs
+    from graphmerge.search.space import validate_config
 
     if params.config is not None:
         return [validate_config(problem.space, params.config, where="config")]
     configs = [dict(c) for c in problem.initial_configs]
-    configs.append(config_to_dict(problem.space.get_default_configuration()))
-    problem.space.seed(seed)
-    sampled = problem.space.sample_configuration(CHECK_SAMPLES)
-    configs += [config_to_dict(c) for c in (sampled if isinstance(sampled, list) else [sampled])]
+    configs.append(problem.space.default_config())
+    configs += sample_configs(problem.space, CHECK_SAMPLES, seed)
     feasible = [c for c in configs if problem.is_feasible is None or problem.is_feasible(c)]
     return list({json.dumps(c, sort_keys=True, default=str): c for c in feasible}.values())
 

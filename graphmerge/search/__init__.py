@@ -1,4 +1,5 @@
-"""Search library: ConfigSpace spaces from YAML dicts, a resumable SMAC ask/tell driver, reports."""
+"""Search library: search spaces (typed data; ConfigSpace only inside the search), a resumable SMAC
+ask/tell driver, reports."""
 
 from .driver import (
     SearchInterrupted,
@@ -10,12 +11,15 @@ from .driver import (
     run_search,
 )
 from .records import Objective, TrialOutcome, TrialRecord
-from .space import build_space, config_to_dict, validate_config
+from .sampling import sample_configs
+from .space import SearchSpace, config_to_dict, validate_config
+from .space_yaml import build_space
 
 __all__ = [
     "Objective",
     "SearchInterrupted",
     "SearchResult",
+    "SearchSpace",
     "SmacSettings",
     "TrialOutcome",
     "TrialRecord",
@@ -25,5 +29,6 @@ __all__ = [
     "config_to_dict",
     "progress_line",
     "run_search",
+    "sample_configs",
     "validate_config",
 ]

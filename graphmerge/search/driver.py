@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ConfigSpace import Configuration, ConfigurationSpace
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from graphmerge.atomic import atomic_write_bytes
@@ -52,7 +51,7 @@ from .examples import ExampleLedger
 from .pareto import non_dominated
 from .records import Objective, TrialOutcome, TrialRecord, current_extra, resolve_scores, weighted_score
 from .report import convergence_png, pareto_png, trials_csv, trials_jsonl
-from .space import config_to_dict, space_fingerprint, validate_config
+from .space import SearchSpace, config_to_dict, space_fingerprint, validate_config
 from .trial_log import LOG_NAME, TrialLog, trial_key
 
 log = logging.getLogger("graphmerge.search")
@@ -306,11 +305,13 @@ def progress_line(
 
 
 def _make_smac(
-    space: ConfigurationSpace,
+    space: Any,
     settings: SmacSettings,
     output_dir: Path,
     initial_configs: Sequence[Mapping[str, Any]],
 ):
+    """SMAC over `space`, a ConfigSpace.ConfigurationSpace (search/configspace.py)."""
+    from ConfigSpace import Configuration
     from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, Scenario
     from smac.model.random_forest import RandomForest
     from smac.multi_objective.parego import ParEGO
@@ -542,7 +543,7 @@ def _with_score(rec: TrialRecord, objectives: Sequence[Objective]) -> TrialRecor
 
 
 def check_search(
-    space: ConfigurationSpace,
+    space: SearchSpace,
     settings: SmacSettings,
     state_dir: Path,
     *,
@@ -553,15 +554,21 @@ def check_search(
     initial = [
         validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
     ]
+
+    def legacy() -> tuple[str, ...]:  # only for a log of another search or an old one: imports ConfigSpace
+        from .configspace import to_configspace
+
+        return _legacy_fingerprints(to_configspace(space), settings, initial)
+
     TrialLog.check(
         Path(state_dir) / LOG_NAME,
-        _fingerprint(space, settings, initial),
-        also_accept=(_fingerprint(space, settings, initial, smac_version=library_versions()["smac"]),),
+        _fingerprint(space_fingerprint(space), settings, initial),
+        also_accept=legacy,
     )
 
 
 def run_search(
-    space: ConfigurationSpace,
+    space: SearchSpace,
     objective: ObjectiveFn,
     settings: SmacSettings,
     state_dir: Path,
@@ -578,21 +585,23 @@ def run_search(
     called after every tell (also for replayed trials, `record.replayed`); without it one progress line per
     trial goes to the `graphmerge.search` logger.
     """
+    from .configspace import to_configspace
+
     state_dir = Path(state_dir)
     initial = [
         validate_config(space, c, where=f"initial_configs[{i}]") for i, c in enumerate(initial_configs)
     ]
-    libraries = library_versions()
+    configspace = to_configspace(space)
     tlog = TrialLog(
         state_dir / LOG_NAME,
-        _fingerprint(space, settings, initial),
+        _fingerprint(space_fingerprint(space), settings, initial),
         {
             "space": space_fingerprint(space),
             "settings": settings.trajectory_fields(),
-            "libraries": libraries,
+            "libraries": library_versions(),
             "created": time.time(),
         },
-        also_accept=(_fingerprint(space, settings, initial, smac_version=libraries["smac"]),),
+        also_accept=_legacy_fingerprints(configspace, settings, initial),
     )
     session = _Session(settings, tlog, on_trial, is_feasible)
     smac_logger = logging.getLogger("smac")
@@ -602,7 +611,7 @@ def run_search(
     tmp = Path(tempfile.mkdtemp(prefix="graphmerge-smac-"))
     in_flight = 1
     try:
-        smac = _make_smac(space, settings, tmp / "smac", initial)
+        smac = _make_smac(configspace, settings, tmp / "smac", initial)
         if settings.distributed:
             with trial_cluster(settings) as cluster:
                 in_flight = cluster.in_flight
@@ -647,24 +656,37 @@ def run_search(
 
 
 def _fingerprint(
-    space: ConfigurationSpace,
+    space: str,
     settings: SmacSettings,
     initial: list[dict[str, Any]],
     smac_version: str | None = None,
 ) -> str:
-    """What makes two searches the same search. Library versions are not part of it (they are recorded in
-    the log header instead); `smac_version` gives the fingerprint older logs were written with."""
+    """What makes two searches the same search, given the space's fingerprint. Library versions are not
+    part of it (they are recorded in the log header instead); `smac_version` gives the fingerprint older
+    logs were written with."""
     import hashlib
     import json
 
     blob: dict[str, Any] = {
-        "space": space_fingerprint(space),
+        "space": space,
         "settings": settings.trajectory_fields(),
         "initial": initial,
     }
     if smac_version is not None:
         blob["smac"] = smac_version
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _legacy_fingerprints(
+    configspace: Any, settings: SmacSettings, initial: list[dict[str, Any]]
+) -> tuple[str, ...]:
+    """The fingerprints logs of the same search were written with while the space was hashed through
+    ConfigSpace's serialisation (with and, earlier still, without the SMAC version in it)."""
+    from .configspace import legacy_space_fingerprint
+
+    space = legacy_space_fingerprint(configspace)
+    smac = library_versions()["smac"]
+    return (_fingerprint(space, settings, initial), _fingerprint(space, settings, initial, smac_version=smac))
 
 
 def _ask(smac):

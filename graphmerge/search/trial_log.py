@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ from .space import config_key
 log = logging.getLogger("graphmerge.search")
 
 LOG_NAME = "trial_log.jsonl"
+# Fingerprints of the same search as older versions wrote them, or a function that computes them only
+# when a log's fingerprint is not the current one (they may need ConfigSpace).
+Accepted = tuple[str, ...] | Callable[[], tuple[str, ...]]
 FORMAT_VERSION = 1
 
 
@@ -50,7 +53,7 @@ class TrialLog:
         fingerprint: str,
         header: Mapping[str, Any],
         *,
-        also_accept: tuple[str, ...] = (),
+        also_accept: Accepted = (),
     ):
         self.path = Path(path)
         self.fingerprint = fingerprint
@@ -68,7 +71,7 @@ class TrialLog:
 
     # -- reading -------------------------------------------------------------------------------------------
     @classmethod
-    def check(cls, path: Path, fingerprint: str, *, also_accept: tuple[str, ...] = ()) -> None:
+    def check(cls, path: Path, fingerprint: str, *, also_accept: Accepted = ()) -> None:
         """Raise the error opening the log at `path` would raise, without changing the file."""
         path = Path(path)
         if path.is_file() and path.stat().st_size > 0:
@@ -106,7 +109,10 @@ class TrialLog:
             raise SpecError(
                 "the trial log has no header line", where=str(self.path), fix="delete it to start over"
             )
-        if header.get("fingerprint") not in (self.fingerprint, *self.also_accept):
+        found = header.get("fingerprint")
+        if found != self.fingerprint and found not in (
+            self.also_accept() if callable(self.also_accept) else self.also_accept
+        ):
             raise SpecError(
                 "the trial log belongs to a different search (search space, seed, facade, budgets, objectives "
                 "or initial configs changed)",

@@ -1,4 +1,4 @@
-"""Search strategies: settings + model info -> ConfigSpace; config -> trial subgraph (YAML node dicts).
+"""Search strategies: settings + model info -> SearchSpace; config -> trial subgraph (YAML node dicts).
 
 Strategies register with `@strategy` (graphmerge/strategies/base.py) and load lazily from the
 `graphmerge.strategies` entry-point group; `STRATEGIES` is that registry, not a fixed list.

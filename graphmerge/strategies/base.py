@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ConfigSpace import ConfigurationSpace
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphmerge.errors import SpecError
 from graphmerge.registration import Registry
-from graphmerge.search.space import validate_config
+from graphmerge.search.space import SearchSpace, validate_config
 
 # Parameter names of the built-in merge methods as the strategies emit them (mergekit conventions).
 # Kept in one place so the emitted merge specs follow the method registry if a name changes there.
@@ -98,7 +97,7 @@ class Strategy:
 
     name: str
     settings_type: type[StrategySettings]
-    build_space: Callable[[Any, ModelInfo], ConfigurationSpace]
+    build_space: Callable[[Any, ModelInfo], SearchSpace]
     trial_nodes: Callable[[Mapping[str, Any], Any, ModelInfo], dict[str, dict[str, Any]]]
     initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]]
     is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool]
@@ -121,7 +120,7 @@ def strategy(
     name: str,
     *,
     settings: type[StrategySettings],
-    build_space: Callable[[Any, ModelInfo], ConfigurationSpace],
+    build_space: Callable[[Any, ModelInfo], SearchSpace],
     initial_configs: Callable[[Any, ModelInfo], list[dict[str, Any]]],
     is_feasible: Callable[[Mapping[str, Any], Any, ModelInfo], bool] = always_feasible,
     doc: str | None = None,
@@ -142,7 +141,7 @@ def strategy(
     return register
 
 
-def checked_config(space: ConfigurationSpace, config: Mapping[str, Any], *, strategy: str) -> dict[str, Any]:
+def checked_config(space: SearchSpace, config: Mapping[str, Any], *, strategy: str) -> dict[str, Any]:
     """The fixed-config path: any explicit config (from a file or SMAC) is validated against the space, so a
     typo in a hand-written config is an error naming the key instead of a silently default-filled trial."""
     return validate_config(space, config, where=f"{strategy} config")

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from itertools import combinations, permutations
 from typing import Any, Literal
 
-from ConfigSpace import AndConjunction, Categorical, ConfigurationSpace, EqualsCondition, Float, OrConjunction
 from pydantic import Field, model_validator
+
+from graphmerge.search.space import AllOf, AnyOf, Categorical, Condition, Equals, Float, Param, SearchSpace
 
 from .base import FINAL_NODE, ModelInfo, StrategySettings, checked_config, strategy
 
@@ -68,24 +69,24 @@ def _order_items(models: list[str]) -> list[str]:
     return [",".join(p) for p in permutations(models)]
 
 
-def build_space(settings: DisSettings, model_info: ModelInfo) -> ConfigurationSpace:
-    cs = ConfigurationSpace(seed=0)
+def build_space(settings: DisSettings, model_info: ModelInfo) -> SearchSpace:
     _, pos = positions(settings, model_info)
+    params: list[Param] = []
+    conditions: dict[str, Condition] = {}
     if settings.ends == "search":
-        cs.add(Categorical("ends", [settings.base, *settings.models], default=settings.base))
+        params.append(Categorical("ends", (settings.base, *settings.models), default=settings.base))
     for i in pos:
-        uses = {m: Categorical(f"layer{i}_use_{m}", [0, 1], default=0) for m in settings.models}
-        cs.add(list(uses.values()))
-        cs.add(Float(f"layer{i}_scale", settings.scale_range, default=1.0))
+        uses = {m: f"layer{i}_use_{m}" for m in settings.models}
+        params += [Categorical(name, (0, 1), default=0) for name in uses.values()]
+        params.append(Float(f"layer{i}_scale", *settings.scale_range, default=1.0))
         if len(settings.models) > 1:
-            order = Categorical(f"layer{i}_order", _order_items(settings.models))
-            cs.add(order)
+            order = f"layer{i}_order"
+            params.append(Categorical(order, tuple(_order_items(settings.models))))
             both = [
-                AndConjunction(EqualsCondition(order, uses[a], 1), EqualsCondition(order, uses[b], 1))
-                for a, b in combinations(settings.models, 2)
+                AllOf((Equals(uses[a], 1), Equals(uses[b], 1))) for a, b in combinations(settings.models, 2)
             ]
-            cs.add(both[0] if len(both) == 1 else OrConjunction(*both))
-    return cs
+            conditions[order] = both[0] if len(both) == 1 else AnyOf(tuple(both))
+    return SearchSpace(tuple(params), conditions)
 
 
 def initial_configs(settings: DisSettings, model_info: ModelInfo) -> list[dict[str, Any]]:

@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float
 from pydantic import Field, model_validator
+
+from graphmerge.search.space import Categorical, Condition, Equals, Float, Param, SearchSpace
 
 from . import method_choices as mc
 from .base import (
@@ -111,42 +112,39 @@ def _pairs(models: list[str]) -> list[str]:
     return [f"{a},{b}" for i, a in enumerate(models) for b in models[i + 1 :]]
 
 
-def build_space(settings: LfsSettings, model_info: ModelInfo) -> ConfigurationSpace:
-    cs = ConfigurationSpace(seed=0)
+def build_space(settings: LfsSettings, model_info: ModelInfo) -> SearchSpace:
+    params: list[Param] = []
+    conditions: dict[str, Condition] = {}
     if settings.embed == "search":
-        cs.add(Categorical("embed", ["average", *settings.models], default="average"))
+        params.append(Categorical("embed", ("average", *settings.models), default="average"))
     default_method = "linear" if "linear" in settings.methods else settings.methods[0]
     for g in range(len(groups(settings, model_info))):
-        method = Categorical(f"g{g}_method", list(settings.methods), default=default_method)
-        cs.add(method)
+        method = f"g{g}_method"
+        params.append(Categorical(method, tuple(settings.methods), default=default_method))
 
-        def add(name: str, rng: tuple[float, float], when: str, method=method) -> None:
-            hp = Float(name, rng)
-            cs.add(hp)
+        def add(param: Param, when: str, method: str = method) -> None:
+            params.append(param)
             if len(settings.methods) > 1:
-                cs.add(EqualsCondition(hp, method, when))
+                conditions[param.name] = Equals(method, when)
 
         for s in settings.sets:
             if "linear" in settings.methods:
                 for m in settings.models:
-                    add(f"g{g}_{s}_linear_{m}", settings.weight_range, "linear")
+                    add(Float(f"g{g}_{s}_linear_{m}", *settings.weight_range), "linear")
             if "task_arithmetic" in settings.methods:
-                add(f"g{g}_{s}_task_arithmetic_lambda", settings.lambda_range, "task_arithmetic")
+                add(Float(f"g{g}_{s}_task_arithmetic_lambda", *settings.lambda_range), "task_arithmetic")
             if "ties" in settings.methods:
-                add(f"g{g}_{s}_ties_density", settings.density_range, "ties")
-                add(f"g{g}_{s}_ties_lambda", settings.lambda_range, "ties")
+                add(Float(f"g{g}_{s}_ties_density", *settings.density_range), "ties")
+                add(Float(f"g{g}_{s}_ties_lambda", *settings.lambda_range), "ties")
             if "slerp" in settings.methods:
-                add(f"g{g}_{s}_slerp_t", settings.t_range, "slerp")
+                add(Float(f"g{g}_{s}_slerp_t", *settings.t_range), "slerp")
         for m in [m for m in mc.NEW_METHODS if m in settings.methods]:
             for suffix, rng, per_set in mc.hyperparameters(m, settings.lambda_range):
                 for s in settings.sets if per_set else [""]:
-                    add(f"g{g}_{s}_{suffix}" if s else f"g{g}_{suffix}", rng, m)
+                    add(Float(f"g{g}_{s}_{suffix}" if s else f"g{g}_{suffix}", *rng), m)
         if "slerp" in settings.methods and len(settings.models) > 2:
-            pair = Categorical(f"g{g}_slerp_pair", _pairs(settings.models))
-            cs.add(pair)
-            if len(settings.methods) > 1:
-                cs.add(EqualsCondition(pair, method, "slerp"))
-    return cs
+            add(Categorical(f"g{g}_slerp_pair", tuple(_pairs(settings.models))), "slerp")
+    return SearchSpace(tuple(params), conditions)
 
 
 def initial_configs(settings: LfsSettings, model_info: ModelInfo) -> list[dict[str, Any]]:

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer, OrConjunction
 from pydantic import Field, model_validator
 
 from graphmerge.errors import SpecError
+from graphmerge.search.space import AnyOf, Categorical, Condition, Equals, Float, Integer, Param, SearchSpace
 
 from .base import (
     FINAL_NODE,
@@ -90,24 +90,25 @@ def _spread(cands: list[int], k: int) -> list[int]:
     return [cands[int(step * j + step / 2)] for j in range(k)]
 
 
-def build_space(settings: PruneSettings, model_info: ModelInfo) -> ConfigurationSpace:
-    cs = ConfigurationSpace(seed=0)
+def build_space(settings: PruneSettings, model_info: ModelInfo) -> SearchSpace:
     n, cands, k = layout(settings, model_info)
-    for j, default in enumerate(_spread(cands, k)):
-        cs.add(
-            Integer(f"remove_{j}", (cands[0], cands[-1]), default=default)
-            if len(cands) > 1
-            else Categorical(f"remove_{j}", [cands[0]])
-        )
+    params: list[Param] = [
+        Integer(f"remove_{j}", cands[0], cands[-1], default=default)
+        if len(cands) > 1
+        else Categorical(f"remove_{j}", (cands[0],))
+        for j, default in enumerate(_spread(cands, k))
+    ]
+    conditions: dict[str, Condition] = {}
     if settings.replace:
         lo, hi = settings.lambda_range
         for i in cands:
-            uses = [Categorical(f"layer{i}_use_{m}", [0, 1], default=0) for m in settings.models]
-            lam = Float(f"layer{i}_lambda", (lo, hi), default=min(max(1.0, lo), hi))
-            cs.add([*uses, lam])
-            conds = [EqualsCondition(lam, u, 1) for u in uses]
-            cs.add(conds[0] if len(conds) == 1 else OrConjunction(*conds))
-    return cs
+            uses = [f"layer{i}_use_{m}" for m in settings.models]
+            lam = f"layer{i}_lambda"
+            params += [Categorical(u, (0, 1), default=0) for u in uses]
+            params.append(Float(lam, lo, hi, default=min(max(1.0, lo), hi)))
+            conds = tuple(Equals(u, 1) for u in uses)
+            conditions[lam] = conds[0] if len(conds) == 1 else AnyOf(conds)
+    return SearchSpace(tuple(params), conditions)
 
 
 def removed_layers(cfg: Mapping[str, Any], settings: PruneSettings, model_info: ModelInfo) -> list[int]:
