@@ -1,6 +1,7 @@
 """`validate` of a search graph plans the strategy's default, initial and sampled configurations from
 graphmerge's own search space: none of the shipped search graphs imports ConfigSpace (nor scipy, which
-its import costs), SMAC, Dask, lm-eval or matplotlib."""
+its import costs), SMAC, Dask, lm-eval or matplotlib, and none imports torch or transformers: a search
+whose methods need calibration statistics checks its calibration data without tokenizing it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCH_GRAPHS = sorted(p for p in (REPO / "graphs").glob("*.yaml") if "search" in p.name)
-NOT_FOR_VALIDATE = ("ConfigSpace", "smac", "scipy", "dask", "distributed", "lm_eval", "matplotlib")
+NOT_FOR_VALIDATE = (
+    "ConfigSpace", "smac", "scipy", "dask", "distributed", "lm_eval", "matplotlib", "torch", "transformers"
+)
 
 # Validates each graph in turn in one fresh interpreter and records, after each, what is loaded.
 _PROBE = """

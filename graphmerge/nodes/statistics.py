@@ -104,6 +104,23 @@ def _sequences(ctx: RunContext, spec: CalibrationSpec, tokenizer_dir: Path) -> l
     )
 
 
+def _check_calibration(ctx: RunContext, spec: CalibrationSpec) -> None:
+    """What `_sequences` would reject, found without loading a tokenizer or lm-eval's tasks (so that
+    `validate` stays light): the file and its lines, or each task name in the include paths' index."""
+    from graphmerge.errors import EvaluationError
+    from graphmerge.evaluation.calibration import file_documents
+    from graphmerge.evaluation.tasks import is_group_or_tag
+
+    if spec.file is not None:
+        for _ in file_documents(_resolve(spec.file, ctx.graph.dir), spec.text_field):
+            pass
+        return
+    include = [str(_resolve(p, ctx.graph.dir)) for p in spec.include_path]
+    for name in spec.tasks:
+        if is_group_or_tag(name, include):
+            raise EvaluationError(f"calibration task {name!r} is a group, not a task", fix="list its tasks instead")
+
+
 def _compute(ctx: RunContext, params: StatisticsParams, model: Model, seqs, sink) -> dict[str, str] | None:
     from graphmerge.evaluation import build_model
     from graphmerge.evaluation.statistics import fisher_diagonals, gram_matrices
@@ -128,8 +145,13 @@ def model_statistics(
             f"model '{ref}' has no tokenizer to read the calibration data with",
             fix="load model folders that include tokenizer files",
         )
-    seqs = _sequences(ctx, params.calibration, model.tokenizer_dir)
-    data = digest("data", [list(s) for s in seqs])
+    if ctx.checking:
+        # Nothing is computed or looked up while checking, so the data need not be tokenized.
+        _check_calibration(ctx, params.calibration)
+        seqs, data = [], "unchecked"
+    else:
+        seqs = _sequences(ctx, params.calibration, model.tokenizer_dir)
+        data = digest("data", [list(s) for s in seqs])
 
     def task(name: str) -> TensorTask:
         return make_task(

@@ -40,6 +40,21 @@ CASES = [
         ),
         mentions=("c.jsonl:2", "'text'", "text_field"),
     ),
+    # `validate` finds bad calibration data without tokenizing it (no torch, no transformers).
+    Case(
+        "calibration_file_missing_validate",
+        _graph(_stats("gram", "{file: nowhere.jsonl}") + REGMEAN, command="validate"),
+        mentions=("nowhere.jsonl", "does not exist", "stats"),
+    ),
+    Case(
+        "calibration_jsonl_without_text_field_validate",
+        _graph(
+            _stats("fisher", "{file: c.jsonl}"),
+            command="validate",
+            files={"c.jsonl": '{"text": "12+3=15."}\n{"prompt": "x"}\n'},
+        ),
+        mentions=("c.jsonl:2", "'text'", "text_field"),
+    ),
     Case(
         "calibration_both_tasks_and_file",
         _graph(_stats("gram", "{file: c.jsonl, tasks: [tiny_add]}"), command="validate"),
