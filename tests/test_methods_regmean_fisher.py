@@ -64,12 +64,14 @@ def test_regmean_singular_gram_uses_least_squares():
     for x in xs:
         x[:, 0] = 0
     grams = [x.T @ x / len(x) for x in xs]
-    out = call("regmean", ws, grams, params={"alpha": 1.0})
-    assert torch.isfinite(out).all()
     stacked_y = torch.cat([x @ w.T for x, w in zip(xs, ws)])
-    residual = torch.cat(xs) @ out.T - stacked_y
-    best = torch.linalg.lstsq(torch.cat(xs), stacked_y).solution
-    assert residual.norm() <= (torch.cat(xs) @ best - stacked_y).norm() + 1e-8
+    # The minimum-norm least-squares answer, by the pseudo-inverse (an SVD, not the method's solver).
+    best = (torch.linalg.pinv(torch.cat(xs)) @ stacked_y).T
+    assert best.norm() > 1
+    # Many calls: LAPACK's default rank-revealing driver answered zeros in most calls here.
+    for _ in range(50):
+        out = call("regmean", ws, grams, params={"alpha": 1.0})
+        torch.testing.assert_close(out, best, atol=1e-9, rtol=1e-9)
 
 
 def test_regmean_rejects_a_gram_of_the_wrong_size():

@@ -39,8 +39,11 @@ def regmean_weight(
         return torch.linalg.solve(lhs, rhs).T
     except torch.linalg.LinAlgError:
         # An input feature no calibration token ever activated makes the sum singular; the
-        # minimum-norm least-squares solution is the regression's answer there.
-        return torch.linalg.lstsq(lhs.cpu().double(), rhs.cpu().double()).solution.T.to(lhs)
+        # minimum-norm least-squares solution is the regression's answer there. The SVD driver
+        # (gelsd): CPU's default, gelsy, returned an all-zero solution for such a rank-deficient
+        # system in most calls on torch 2.13 (a flaky test showed it).
+        solution = torch.linalg.lstsq(lhs.cpu().double(), rhs.cpu().double(), driver="gelsd").solution
+        return solution.T.to(lhs)
 
 
 @dataclass(frozen=True)
