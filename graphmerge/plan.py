@@ -38,16 +38,19 @@ class TensorTask:
     shape: tuple[int, ...] | None = None
     dtype: str | None = None  # e.g. "bfloat16"; known at plan time so outputs can keep it
 
+    def _own_identity(self, local: bool) -> Any:
+        """What stands for this task's own part in its key: the identity (a deferred one resolved,
+        or its local stand-in), else the canonical params."""
+        ident = self.identity
+        if isinstance(ident, DeferredIdentity):
+            return ident.local if local else ident.resolve()
+        return canonical(self.params) if ident is None else ident
+
     @cached_property
     def key(self) -> str:
         """The content key the cache knows the result by. A deferred source identity below is
         resolved (read) if no value has been observed for it yet."""
-        ident = self.identity
-        if isinstance(ident, DeferredIdentity):
-            ident = ident.resolve()
-        elif ident is None:
-            ident = canonical(self.params)
-        return digest(self.op.name, self.op.version, ident, [t.key for t in self.inputs])
+        return digest(self.op.name, self.op.version, self._own_identity(False), [t.key for t in self.inputs])
 
     @cached_property
     def deferred(self) -> bool:
@@ -61,12 +64,8 @@ class TensorTask:
         the task's lifetime, so bookkeeping by it stays consistent while identities resolve."""
         if not self.deferred:
             return self.key
-        ident = self.identity
-        if isinstance(ident, DeferredIdentity):
-            ident = ident.local
-        elif ident is None:
-            ident = canonical(self.params)
-        return digest("local", self.op.name, self.op.version, ident, [t.local_key for t in self.inputs])
+        parts = [t.local_key for t in self.inputs]
+        return digest("local", self.op.name, self.op.version, self._own_identity(True), parts)
 
     def key_known(self) -> bool:
         """Whether `key` is computable without reading any data now."""

@@ -24,9 +24,7 @@ def task_documents(names: Sequence[str], include_path: Sequence[str], limit: int
     for name in names:
         task = tasks.get(name)
         if task is None or not hasattr(task, "eval_docs"):
-            raise EvaluationError(
-                f"calibration task {name!r} is a group, not a task", fix="list its tasks instead"
-            )
+            raise _not_a_task(name)
         delimiter = getattr(task.config, "target_delimiter", " ")
         for doc in islice(task.eval_docs, limit):
             text, target = task.doc_to_text(doc), task.doc_to_target(doc)
@@ -36,6 +34,20 @@ def task_documents(names: Sequence[str], include_path: Sequence[str], limit: int
             if isinstance(target, list):
                 target = target[0] if target else ""
             yield f"{text}{delimiter}{target}"
+
+
+def check_tasks(names: Sequence[str], include_path: Sequence[str]) -> None:
+    """What `task_documents` rejects in a task name, found from the include paths' own index (lm-eval is
+    imported only for a name they do not define), so that checking a graph stays light."""
+    from graphmerge.evaluation.tasks import is_group_or_tag
+
+    for name in names:
+        if is_group_or_tag(name, include_path):
+            raise _not_a_task(name)
+
+
+def _not_a_task(name: str) -> EvaluationError:
+    return EvaluationError(f"calibration task {name!r} is a group, not a task", fix="list its tasks instead")
 
 
 def file_documents(path: Path, text_field: str) -> Iterator[str]:

@@ -90,6 +90,10 @@ def _resolve(path: Path, graph_dir: Path) -> Path:
     return path if path.is_absolute() else graph_dir / path
 
 
+def _include_path(ctx: RunContext, spec: CalibrationSpec) -> list[str]:
+    return [str(_resolve(p, ctx.graph.dir)) for p in spec.include_path]
+
+
 def _sequences(ctx: RunContext, spec: CalibrationSpec, tokenizer_dir: Path) -> list[list[int]]:
     from graphmerge.evaluation import load_tokenizer
     from graphmerge.evaluation.calibration import file_documents, task_documents, tokenize
@@ -97,28 +101,22 @@ def _sequences(ctx: RunContext, spec: CalibrationSpec, tokenizer_dir: Path) -> l
     if spec.file is not None:
         docs = file_documents(_resolve(spec.file, ctx.graph.dir), spec.text_field)
     else:
-        include = [str(_resolve(p, ctx.graph.dir)) for p in spec.include_path]
-        docs = task_documents(spec.tasks, include, spec.limit)
+        docs = task_documents(spec.tasks, _include_path(ctx, spec), spec.limit)
     return tokenize(
         docs, load_tokenizer(tokenizer_dir), max_tokens=spec.max_tokens, max_length=spec.max_length
     )
 
 
 def _check_calibration(ctx: RunContext, spec: CalibrationSpec) -> None:
-    """What `_sequences` would reject, found without loading a tokenizer or lm-eval's tasks (so that
-    `validate` stays light): the file and its lines, or each task name in the include paths' index."""
-    from graphmerge.errors import EvaluationError
-    from graphmerge.evaluation.calibration import file_documents
-    from graphmerge.evaluation.tasks import is_group_or_tag
+    """What `_sequences` would reject in the data, found without a tokenizer (so that `validate` stays
+    light): the file and its lines, or each task name."""
+    from graphmerge.evaluation.calibration import check_tasks, file_documents
 
     if spec.file is not None:
         for _ in file_documents(_resolve(spec.file, ctx.graph.dir), spec.text_field):
             pass
-        return
-    include = [str(_resolve(p, ctx.graph.dir)) for p in spec.include_path]
-    for name in spec.tasks:
-        if is_group_or_tag(name, include):
-            raise EvaluationError(f"calibration task {name!r} is a group, not a task", fix="list its tasks instead")
+    else:
+        check_tasks(spec.tasks, _include_path(ctx, spec))
 
 
 def _compute(ctx: RunContext, params: StatisticsParams, model: Model, seqs, sink) -> dict[str, str] | None:
@@ -146,8 +144,8 @@ def model_statistics(
             fix="load model folders that include tokenizer files",
         )
     if ctx.checking:
-        # Nothing is computed or looked up while checking, so the data need not be tokenized.
-        _check_calibration(ctx, params.calibration)
+        # Nothing is computed or looked up while checking (the node checked the data once): the data
+        # need not be tokenized.
         seqs, data = [], "unchecked"
     else:
         seqs = _sequences(ctx, params.calibration, model.tokenizer_dir)
@@ -195,5 +193,7 @@ def model_statistics(
 @node("statistics", version=STATISTICS_VERSION, params=StatisticsParams, inputs=["models"])
 def statistics_node(ctx: RunContext, params: StatisticsParams, inputs: Mapping[str, Model]) -> Statistics:
     """Gram matrices of linear inputs or Fisher diagonals of each model on calibration data (cached)."""
+    if ctx.checking:
+        _check_calibration(ctx, params.calibration)
     tasks = {inputs[ref].key: model_statistics(ctx, params, ref, inputs[ref]) for ref in params.models}
     return Statistics(kind=params.kind, tasks=tasks)
